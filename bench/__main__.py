@@ -1,0 +1,3 @@
+from metabench.cli import app
+
+app(prog_name="metabench")

@@ -1,0 +1,105 @@
+"""The Python API: the same operations as the command line, returning Python objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from metabench import results
+from metabench.episodes import ClassBank, EpisodeShape, freeze
+from metabench.errors import MetabenchError
+from metabench.evaluate import evaluate
+from metabench.registry_loader import get_spec, implementation
+from metabench.reproduction import Reproduction, TaskInfo
+from metabench.spec import Spec
+from metabench.stats import Interval, mean_interval
+
+
+def load_spec(paper: str) -> Spec:
+    """A paper's validated spec (citation, benchmarks, reported numbers, profiles)."""
+    return get_spec(paper)
+
+
+def run_benchmark(paper: str, **options: Any) -> tuple[dict[str, Any], Path]:
+    """Run a benchmark as ``metabench run`` does; options are :class:`~metabench.runner.RunRequest` fields.
+
+    Returns the result dictionary and the path of its JSON file.
+    """
+    from metabench.runner import RunRequest, run
+
+    options.setdefault("progress", False)
+    options.setdefault("command", f"metabench.run_benchmark({paper!r}, **{options!r})")
+    for key in ("output", "data_dir"):
+        if options.get(key) is not None:
+            options[key] = Path(options[key])
+    return run(RunRequest(paper=paper, **options))
+
+
+def load_results(*paths: str | Path) -> pd.DataFrame:
+    """Every result under the given files or folders (default ``results/``) as one DataFrame."""
+    from metabench.compare import load_frame
+
+    return load_frame([Path(p) for p in paths] or [Path("results")])
+
+
+def load_model(result_path: str | Path, device: str = "cpu") -> Reproduction:
+    """The trained model a run saved beside its result JSON, in evaluation mode."""
+    result = results.read(Path(result_path))
+    weights = Path(result_path).with_name(result.get("weights") or "")
+    if not result.get("weights") or not weights.is_file():
+        raise MetabenchError(
+            f"{result_path}: the run's weights ({weights.name}) are not beside it",
+            "weights stay on the machine that ran it; re-run the recorded command",
+        )
+    saved = torch.load(weights, map_location=device, weights_only=True)
+    cls = implementation(get_spec(result["paper"]))
+    model = cls.build(saved["model"], TaskInfo(**saved["task"]))
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval()
+
+
+@dataclass(frozen=True)
+class ImageEvaluation:
+    scores: Tensor
+    summary: Interval
+    digest: str
+
+
+def evaluate_on_images(
+    model: Reproduction,
+    images: Tensor,
+    *,
+    ways: int,
+    shots: int,
+    queries: int,
+    episodes: int = 600,
+    seed: int = 0,
+    batch_size: int = 50,
+) -> ImageEvaluation:
+    """Score ``model`` on frozen episodes drawn from the caller's images.
+
+    ``images`` is ``[classes, examples, H, W]`` (or with a channel axis of 1): ``uint8`` 0-255, or float
+    in [0, 1], ink bright on a dark background as in metabench's Omniglot, at the model's image size.
+    """
+    if images.dim() == 5 and images.shape[2] == 1:
+        images = images.squeeze(2)
+    if images.dim() != 4:
+        raise MetabenchError(f"images must be [classes, examples, H, W], got shape {tuple(images.shape)}")
+    size = model.task.image_size
+    if tuple(images.shape[-2:]) != (size, size):
+        raise MetabenchError(
+            f"images are {tuple(images.shape[-2:])} but the model expects {size}x{size}",
+            "resize them first, e.g. with torch.nn.functional.interpolate",
+        )
+    if images.dtype != torch.uint8:
+        images = images.float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    device = next(model.parameters()).device
+    bank = ClassBank(images.to(device), "caller's images")
+    frozen = freeze(bank, EpisodeShape(ways, shots, queries), episodes, seed, {"dataset": "caller"})
+    scores = evaluate(model, frozen, bank, batch_size)
+    return ImageEvaluation(scores, mean_interval(scores), frozen.digest)

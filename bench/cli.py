@@ -1,0 +1,370 @@
+"""The ``metabench`` command line: list, show, run, compare, check, data.
+
+Every user error is a one-line message and exit code 2 (130 for an interrupted run), never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from metabench.errors import MetabenchError
+
+app = typer.Typer(
+    help="Reproduce meta-learning papers and check their reported numbers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Find, download and verify datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly(command: F) -> F:
+    """Turn a MetabenchError into one red line and its exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MetabenchError as error:
+            err.print(f"[bold red]error:[/] {error.message}", highlight=False)
+            if error.hint:
+                err.print(f"  {error.hint}", highlight=False)
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class ProfileName(StrEnum):
+    smoke = "smoke"
+    quick = "quick"
+    paper = "paper"
+
+
+class DeviceName(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Format(StrEnum):
+    table = "table"
+    markdown = "markdown"
+    csv = "csv"
+    json = "json"
+
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder of downloaded archives (DATASET/FILE); else $METABENCH_DATA, else the cache, else download.",
+        show_default=False,
+    ),
+]
+
+
+def _reported_text(reported: Any) -> str:
+    if reported is None:
+        return "no target"
+    if reported.plus_minus_kind == "none":
+        return f"{reported.value:g}"
+    return f"{reported.value:g} ± {reported.plus_minus:g} ({reported.plus_minus_kind})"
+
+
+@app.command("list")
+@_friendly
+def list_papers() -> None:
+    """Every paper in the registry with its benchmarks and reported numbers."""
+    from metabench.registry_loader import all_specs
+
+    table = Table(title="metabench registry", show_lines=False)
+    for column in ("paper", "benchmark", "protocol", "reported", "source"):
+        table.add_column(column)
+    for spec in all_specs().values():
+        for index, bench in enumerate(spec.benchmarks):
+            table.add_row(
+                f"[bold]{spec.key}[/] ({spec.year})" if index == 0 else "",
+                bench.id + (" *" if bench.default else ""),
+                f"{bench.dataset}/{bench.split} {bench.ways}-way {bench.shots}-shot, {bench.queries} queries",
+                _reported_text(bench.reported),
+                f"{bench.reported.table}" if bench.reported else "",
+            )
+    out.print(table)
+    out.print("* the benchmark `metabench run PAPER --shots K` picks for its shot count")
+
+
+@app.command()
+@_friendly
+def show(paper: Annotated[str, typer.Argument(help="Paper key, e.g. protonet (see `metabench list`).")]) -> None:
+    """One paper's spec in full: citation, benchmarks, reported numbers and every profile."""
+    from metabench.registry_loader import get_spec
+
+    spec = get_spec(paper)
+    out.print(f"[bold]{spec.key}[/]: {spec.citation}")
+    out.print(f"implementation: {spec.implementation}   spec: registry/{spec.source.name}")
+    if spec.notes:
+        out.print(spec.notes)
+    for bench in spec.benchmarks:
+        out.rule(f"{bench.id}{'  (default)' if bench.default else ''}")
+        out.print(
+            f"{bench.dataset}, split {bench.split!r}, test part {bench.test_part!r}, {bench.image_size}px; "
+            f"{bench.ways}-way {bench.shots}-shot, {bench.queries} queries per class; "
+            f"{'transductive' if bench.transductive else 'not transductive'}; test seed {bench.test_seed}"
+        )
+        if bench.reported:
+            r = bench.reported
+            out.print(
+                f"reported: {_reported_text(r)} over {r.test_episodes or '?'} episodes "
+                f"({r.table}, {r.row}{', ' + r.variant if r.variant else ''}; confidence {r.confidence})"
+            )
+        table = Table(show_header=True)
+        table.add_column("setting")
+        for name in bench.profiles:
+            table.add_column(name)
+        rows = bench.profiles["paper"].hyperparameters().keys() - {"name"}
+        for key in sorted(rows):
+            table.add_row(key, *(str(p.hyperparameters()[key]) for p in bench.profiles.values()))
+        out.print(table)
+        if bench.notes:
+            out.print(bench.notes)
+
+
+@app.command()
+@_friendly
+def run(
+    paper: Annotated[str, typer.Argument(help="Paper key, e.g. protonet (see `metabench list`).")],
+    shots: Annotated[int | None, typer.Option(help="Pick the paper's benchmark with this many shots.")] = None,
+    ways: Annotated[int | None, typer.Option(help="Pick the benchmark with this many ways.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Pick the benchmark on this dataset.")] = None,
+    benchmark: Annotated[str | None, typer.Option(help="Benchmark id, e.g. omniglot-20w5s.")] = None,
+    profile: Annotated[
+        ProfileName, typer.Option(help="smoke: seconds; quick: minutes on a CPU; paper: the paper's protocol.")
+    ] = ProfileName.quick,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation and training episodes.")] = 0,
+    episodes: Annotated[
+        int | None,
+        typer.Option(help="Number of frozen test episodes (at least 600, or the paper's count, outside smoke)."),
+    ] = None,
+    train_episodes: Annotated[int | None, typer.Option(help="Override the profile's meta-training steps.")] = None,
+    device: Annotated[
+        DeviceName, typer.Option(help="Where to run; auto takes CUDA, then MPS, then CPU.")
+    ] = DeviceName.auto,
+    data_dir: DataDir = None,
+    output: Annotated[Path, typer.Option(help="Folder for the result JSON (and its checkpoints).")] = Path("results"),
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoint.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard an interrupted run's checkpoint.")] = False,
+    stop_after: Annotated[
+        int | None, typer.Option(help="Stop after this many training steps, keeping a checkpoint to --resume from.")
+    ] = None,
+    no_download: Annotated[bool, typer.Option("--no-download", help="Fail instead of downloading data.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+) -> None:
+    """Reproduce one benchmark: train, evaluate on frozen test episodes, judge against the paper."""
+    from metabench.runner import RunRequest
+    from metabench.runner import run as run_benchmark
+
+    if resume and fresh:
+        raise MetabenchError("--resume and --fresh contradict each other", "pick one")
+    request = RunRequest(
+        paper=paper,
+        benchmark=benchmark,
+        profile=profile.value,
+        seed=seed,
+        device=device.value,
+        shots=shots,
+        ways=ways,
+        dataset=dataset,
+        test_episodes=episodes,
+        train_episodes=train_episodes,
+        data_dir=data_dir,
+        output=output,
+        resume=resume,
+        fresh=fresh,
+        stop_after=stop_after,
+        download=not no_download,
+        progress=not no_progress and sys.stderr.isatty(),
+    )
+    result, path = run_benchmark(request, console=err)
+    _print_outcome(result, path)
+
+
+def _print_outcome(result: dict[str, Any], path: Path) -> None:
+    from metabench.compare import verdict_style
+
+    summary, reported, verdict = result["summary"], result["reported"], result["verdict"]
+    table = Table(show_header=False, box=None)
+    table.add_row("benchmark", f"{result['paper']} {result['benchmark']} ({result['profile']} profile)")
+    if reported:
+        pm = "" if reported["plus_minus_kind"] == "none" else f" ± {reported['plus_minus']:g}"
+        table.add_row("paper", f"{reported['value']:g}{pm}  ({reported['plus_minus_kind']}; {reported['table']})")
+    table.add_row(
+        "reproduced",
+        f"{summary['mean']:.2f} ± {summary['ci95']:.2f}  (95% over {summary['n']} "
+        f"frozen episodes, digest {result['test_episodes']['digest'][:12]})",
+    )
+    if reported:
+        table.add_row("difference", f"{verdict['difference']:+.2f}  (band ±{verdict['band']:.2f})")
+    style = verdict_style(verdict["verdict"])
+    table.add_row("verdict", f"[{style}]{verdict['verdict']}[/]")
+    targets = result["targets"]
+    if result["profile"] == "quick":
+        table.add_row(
+            "quick floor", f"{targets['floor']:g}: {'met' if summary['mean'] >= targets['floor'] else 'MISSED'}"
+        )
+    timing = result["timing"]
+    table.add_row(
+        "time",
+        f"train {timing['train_seconds']:.0f}s ({timing['train_episodes_per_second']:.1f} ep/s), "
+        f"test {timing['eval_seconds']:.0f}s on {result['environment']['device']}",
+    )
+    table.add_row("result", str(path))
+    out.print(table)
+
+
+@app.command()
+@_friendly
+def compare(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Result files or folders (default: results/).")] = None,
+    paper: Annotated[str | None, typer.Option(help="Only this paper.")] = None,
+    profile: Annotated[ProfileName | None, typer.Option(help="Only this profile.")] = None,
+    format: Annotated[Format, typer.Option("--format", help="table, markdown, csv or json.")] = Format.table,
+    output: Annotated[Path | None, typer.Option(help="Write to this file instead of the terminal.")] = None,
+    paired: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option(help="Compare two results on the same frozen episodes: --paired A.json B.json"),
+    ] = None,
+) -> None:
+    """Every result against its paper: reported, reproduced with interval, difference, verdict."""
+    from metabench import compare as comparing
+
+    if paired is not None:
+        text = comparing.paired_report(*paired)
+        _emit(text, output)
+        return
+    frame = comparing.load_frame(paths or [Path("results")], paper=paper, profile=profile.value if profile else None)
+    if format is Format.table and output is None:
+        out.print(comparing.rich_table(frame))
+        return
+    _emit(comparing.render(frame, format.value), output)
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        out.print(text, markup=False, highlight=False, soft_wrap=True)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}")
+
+
+@app.command()
+@_friendly
+def check(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Result files or folders (default: results/).")] = None,
+    paper: Annotated[str | None, typer.Option(help="Only this paper.")] = None,
+    profile: Annotated[ProfileName | None, typer.Option(help="Only this profile.")] = None,
+) -> None:
+    """Exit 1 when a result falls short: paper runs below the reported band, quick runs below their floor."""
+    from metabench import compare as comparing
+
+    frame = comparing.load_frame(paths or [Path("results")], paper=paper, profile=profile.value if profile else None)
+    outcome = comparing.check(frame)
+    out.print(comparing.check_table(outcome))
+    failures = outcome[~outcome["passed"]]
+    if failures.empty:
+        out.print(f"[green]all {len(outcome)} results pass[/]")
+        return
+    for row in failures.itertuples():
+        err.print(f"[red]FAIL[/] {row.paper} {row.benchmark} ({row.profile}): {row.reason}", highlight=False)
+    raise typer.Exit(1)
+
+
+@data_app.command("verify")
+@_friendly
+def data_verify(
+    dataset: Annotated[str | None, typer.Argument(help="omniglot or mnist (default: all).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Check every archive found against its content digest (never downloads)."""
+    from metabench.data import archives
+
+    names = [dataset] if dataset else list(archives.CATALOGUE)
+    problems = 0
+    for name in names:
+        if name not in archives.CATALOGUE:
+            from metabench.errors import UnknownNameError, did_you_mean
+
+            raise UnknownNameError(f"unknown dataset {name!r}", did_you_mean(name, list(archives.CATALOGUE)))
+        for archive in archives.CATALOGUE[name]:
+            path = archives.locate(archive, data_dir)
+            if path is None:
+                out.print(f"[yellow]missing[/]  {name}/{archive.filename}")
+                continue
+            try:
+                archives.verify(archive, path)
+                out.print(f"[green]ok[/]       {path}")
+            except MetabenchError as error:
+                problems += 1
+                out.print(f"[red]corrupt[/]  {path}: {error.message}")
+    if problems:
+        raise typer.Exit(1)
+
+
+@data_app.command("info")
+@_friendly
+def data_info(data_dir: DataDir = None) -> None:
+    """Where each archive is, where downloads and preprocessed arrays go, and the official addresses."""
+    from metabench.data import archives
+    from metabench.paths import cache_dir, data_dirs
+
+    out.print("search order: " + ", ".join(str(p) for p in data_dirs(data_dir)))
+    out.print(f"cache (downloads, preprocessed arrays): {cache_dir()}")
+    table = Table()
+    for column in ("dataset", "file", "found at", "official address"):
+        table.add_column(column)
+    for name, files in archives.CATALOGUE.items():
+        for archive in files:
+            path = archives.locate(archive, data_dir)
+            table.add_row(name, archive.filename, str(path) if path else "[yellow]not found[/]", archive.url)
+    out.print(table)
+    processed = sorted((cache_dir()).glob("*/processed/*.pt"))
+    for path in processed:
+        out.print(f"preprocessed: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+
+
+@data_app.command("download")
+@_friendly
+def data_download(
+    dataset: Annotated[str, typer.Argument(help="omniglot or mnist.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Fetch a dataset's archives into the cache (skipping any already present and verified)."""
+    from metabench.data import archives
+    from metabench.errors import UnknownNameError, did_you_mean
+
+    if dataset not in archives.CATALOGUE:
+        raise UnknownNameError(f"unknown dataset {dataset!r}", did_you_mean(dataset, list(archives.CATALOGUE)))
+    for archive in archives.CATALOGUE[dataset]:
+        out.print(f"[green]ok[/] {archives.fetch(archive, data_dir, download=True, progress=err.is_terminal)}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

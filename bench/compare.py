@@ -1,0 +1,212 @@
+"""Comparison tables and regression checks over result files, through one pandas frame.
+
+``load_frame`` reads every result into one row; ``render`` writes the table as markdown, csv or json;
+``check`` decides pass or fail per result: a ``paper`` run fails when its verdict is a shortfall
+against the reported band, a ``quick`` run when its mean misses the floor its spec states, a
+``smoke`` run when it does not clear chance by the spec's margin.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+from rich.table import Table
+
+from metabench import results
+from metabench.errors import MetabenchError, ResultError
+from metabench.stats import is_worse, paired
+
+COLUMNS = [
+    "paper",
+    "benchmark",
+    "profile",
+    "seed",
+    "reported",
+    "reported_pm",
+    "pm_kind",
+    "mean",
+    "ci95",
+    "difference",
+    "band",
+    "verdict",
+    "floor",
+    "chance",
+    "min_above_chance",
+    "direction",
+    "episodes",
+    "digest",
+    "device",
+    "train_seconds",
+    "commit",
+    "created",
+    "path",
+]
+
+
+def load_frame(paths: list[Path], paper: str | None = None, profile: str | None = None) -> pd.DataFrame:
+    """One row per result file under ``paths``, optionally filtered by paper and profile."""
+    rows = []
+    for path in results.find(paths):
+        data = results.read(path)
+        reported = data["reported"] or {}
+        rows.append(
+            {
+                "paper": data["paper"],
+                "benchmark": data["benchmark"],
+                "profile": data["profile"],
+                "seed": data["seed"],
+                "reported": reported.get("value", math.nan),
+                "reported_pm": reported.get("plus_minus", math.nan),
+                "pm_kind": reported.get("plus_minus_kind", ""),
+                "mean": data["summary"]["mean"],
+                "ci95": data["summary"]["ci95"],
+                "difference": data["verdict"]["difference"],
+                "band": data["verdict"]["band"],
+                "verdict": data["verdict"]["verdict"],
+                "floor": data["targets"]["floor"],
+                "chance": data["targets"]["chance"],
+                "min_above_chance": data["targets"]["min_above_chance"],
+                "direction": data["protocol"]["direction"],
+                "episodes": data["test_episodes"]["count"],
+                "digest": data["test_episodes"]["digest"],
+                "device": data["environment"]["device"],
+                "train_seconds": data["timing"]["train_seconds"],
+                "commit": data["git"]["commit"][:10],
+                "created": data["created"],
+                "path": str(path),
+            }
+        )
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    if paper is not None:
+        frame = frame[frame["paper"] == paper]
+    if profile is not None:
+        frame = frame[frame["profile"] == profile]
+    return frame.sort_values(["paper", "benchmark", "profile", "created"]).reset_index(drop=True)
+
+
+def verdict_style(verdict: str) -> str:
+    return {"reproduced": "green", "below": "red", "above": "cyan"}.get(verdict, "yellow")
+
+
+def _reported_cell(row: pd.Series) -> str:
+    if math.isnan(row["reported"]):
+        return "—"
+    if row["pm_kind"] in ("", "none"):
+        return f"{row['reported']:g}"
+    return f"{row['reported']:g} ± {row['reported_pm']:g}"
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The human columns: paper, benchmark, reported, reproduced ± interval, difference, verdict, profile."""
+    shown = pd.DataFrame(
+        {
+            "paper": frame["paper"],
+            "benchmark": frame["benchmark"],
+            "reported": frame.apply(_reported_cell, axis=1) if len(frame) else [],
+            "reproduced": [f"{m:.2f} ± {c:.2f}" for m, c in zip(frame["mean"], frame["ci95"], strict=True)],
+            "difference": [("—" if math.isnan(d) else f"{d:+.2f}") for d in frame["difference"]],
+            "verdict": frame["verdict"],
+            "profile": frame["profile"],
+            "episodes": frame["episodes"],
+            "device": frame["device"],
+        }
+    )
+    return shown
+
+
+def rich_table(frame: pd.DataFrame) -> Table:
+    table = Table(title="metabench: reported vs reproduced")
+    shown = display_frame(frame)
+    for column in shown.columns:
+        table.add_column(column, justify="right" if column in ("reproduced", "difference", "episodes") else "left")
+    for row in shown.itertuples(index=False):
+        cells = [str(v) for v in row]
+        verdict_at = list(shown.columns).index("verdict")
+        cells[verdict_at] = f"[{verdict_style(row.verdict)}]{row.verdict}[/]"
+        table.add_row(*cells)
+    if frame.empty:
+        table.caption = "no results found"
+    return table
+
+
+def render(frame: pd.DataFrame, fmt: str) -> str:
+    """The comparison as ``markdown`` (human columns), ``csv`` or ``json`` (every column)."""
+    if fmt == "markdown":
+        shown = display_frame(frame)
+        lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+        return "\n".join(lines) + "\n"
+    if fmt == "csv":
+        return str(frame.to_csv(index=False))
+    if fmt == "json":
+        return json.dumps(json.loads(frame.to_json(orient="records")), indent=1) + "\n"
+    raise MetabenchError(f"unknown format {fmt!r}", "use table, markdown, csv or json")
+
+
+def _check_row(row: pd.Series) -> tuple[bool, str]:
+    if row["profile"] == "paper":
+        if row["verdict"] == "no target":
+            return True, "no reported number"
+        if is_worse(row["verdict"], row["direction"]):
+            return False, (
+                f"{row['mean']:.2f} is {row['verdict']} the paper's {row['reported']:g}: "
+                f"{abs(row['difference']):.2f} away, {abs(row['difference']) - row['band']:.2f} "
+                f"beyond the band ±{row['band']:.2f}"
+            )
+        return True, f"{row['verdict']} ({row['difference']:+.2f})"
+    if row["profile"] == "quick":
+        floor = row["floor"]
+        if row["mean"] < floor:
+            return False, f"{row['mean']:.2f} is below the quick floor {floor:g} by {floor - row['mean']:.2f}"
+        return True, f"{row['mean']:.2f} >= floor {floor:g}"
+    needed = row["chance"] + row["min_above_chance"]
+    if row["mean"] < needed:
+        return False, f"{row['mean']:.2f} does not clear chance {row['chance']:.1f} + {row['min_above_chance']:g}"
+    return True, f"{row['mean']:.2f} >= chance + {row['min_above_chance']:g}"
+
+
+def check(frame: pd.DataFrame) -> pd.DataFrame:
+    """Pass or fail per result, with the reason and, for failures, by how much."""
+    checked = frame.copy()
+    outcomes = [_check_row(row) for _, row in frame.iterrows()]
+    checked["passed"] = [ok for ok, _ in outcomes]
+    checked["reason"] = [reason for _, reason in outcomes]
+    return checked
+
+
+def check_table(checked: pd.DataFrame) -> Table:
+    table = Table(title="metabench check")
+    for column in ("paper", "benchmark", "profile", "result", "reason"):
+        table.add_column(column)
+    for row in checked.itertuples():
+        mark = "[green]pass[/]" if row.passed else "[red]FAIL[/]"
+        table.add_row(row.paper, row.benchmark, row.profile, mark, row.reason)
+    return table
+
+
+def paired_report(first: Path, second: Path) -> str:
+    """Mean difference A - B with its interval and a paired test, for results on the same episodes."""
+    a, b = results.read(first), results.read(second)
+    if a["test_episodes"]["digest"] != b["test_episodes"]["digest"]:
+        raise ResultError(
+            f"{first.name} and {second.name} were scored on different test episodes "
+            f"({a['test_episodes']['digest'][:12]} vs {b['test_episodes']['digest'][:12]})",
+            "a paired comparison needs the same benchmark protocol, test seed and episode count",
+        )
+    comparison = paired(a["scores"], b["scores"])
+    name_a = f"{a['paper']} {a['benchmark']} ({a['profile']}, seed {a['seed']})"
+    name_b = f"{b['paper']} {b['benchmark']} ({b['profile']}, seed {b['seed']})"
+    lines = [
+        f"A: {name_a}: {a['summary']['mean']:.2f} ± {a['summary']['ci95']:.2f}",
+        f"B: {name_b}: {b['summary']['mean']:.2f} ± {b['summary']['ci95']:.2f}",
+        f"A - B over {comparison.n} shared episodes: {comparison.mean_difference:+.2f} "
+        f"± {comparison.half_width:.2f} (95%), paired z-test p = {comparison.p_value:.3g}",
+        "the two cannot be told apart at the 5% level"
+        if not comparison.distinguishable
+        else ("A" if (comparison.mean_difference > 0) == (a["protocol"]["direction"] == "higher") else "B")
+        + " is better at the 5% level",
+    ]
+    return "\n".join(lines) + "\n"

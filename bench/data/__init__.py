@@ -1,0 +1,45 @@
+"""Data sources: each dataset's archives, preprocessing and named splits, as class banks.
+
+``load_parts`` is the one entry the runner uses: it returns every part of a named split (``train``,
+``val``, ``test``...) as a :class:`~metabench.episodes.ClassBank` on the CPU; the runner moves the parts
+it needs to the device once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from metabench.episodes import ClassBank
+from metabench.errors import MetabenchError, UnknownNameError, did_you_mean
+
+DATASETS = ("omniglot",)
+
+
+def split_names(dataset: str) -> list[str]:
+    if dataset == "omniglot":
+        from metabench.data.omniglot import SPLITS
+
+        return list(SPLITS)
+    raise UnknownNameError(f"unknown dataset {dataset!r}", did_you_mean(dataset, list(DATASETS)))
+
+
+def load_parts(
+    dataset: str,
+    split: str,
+    image_size: int,
+    data_dir: Path | None = None,
+    *,
+    download: bool = True,
+    progress: bool = True,
+) -> dict[str, ClassBank]:
+    """Every part of ``split`` of ``dataset`` at ``image_size``, as CPU class banks."""
+    names = split_names(dataset)
+    if split not in names:
+        raise UnknownNameError(f"{dataset} has no split {split!r}", did_you_mean(split, names))
+    if dataset == "omniglot":
+        from metabench.data import omniglot
+
+        data = omniglot.load_images(image_size, data_dir, download=download, progress=progress)
+        parts = omniglot.SPLITS[split](data)
+        return {name: ClassBank(omniglot.class_images(data, classes), name) for name, classes in parts.items()}
+    raise MetabenchError(f"dataset {dataset!r} has no loader")  # pragma: no cover - guarded above

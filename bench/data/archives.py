@@ -1,0 +1,416 @@
+"""Dataset archives: where they come from, how they are checked, how they are fetched.
+
+Each archive has one source of truth, its official address and a digest of its *contents*. The digest
+covers the file names and bytes inside an archive rather than the archive file itself, so a copy that was
+re-zipped or re-gzipped (as the copies in ``../shared/data`` were) still verifies, while a truncated
+download, an HTML error page saved under the archive's name or a bit-flipped file never does.
+
+Downloads go to a temporary file next to their final name and are renamed into place only after they
+verify, so an interrupted or broken download never leaves a file that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import lzma
+import os
+import struct
+import tempfile
+import urllib.request
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.client import HTTPException, HTTPResponse, IncompleteRead
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.error import HTTPError, URLError
+
+from metabench.errors import DataError
+from metabench.paths import cache_dir, data_dirs
+
+_CHUNK = 1 << 20
+_MIRROR_ENV = "METABENCH_MIRROR"
+_USER_AGENT = "metabench/0.1"
+
+
+class _Readable(Protocol):
+    """Anything with ``read(n)``: files, zip members, gzip streams, HTTP responses."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One downloadable file of a dataset, as it sits in ``<folder>/<dataset>/<filename>``.
+
+    ``content_sha256`` is :func:`content_digest`'s value, not the sha256 of the file, so that any
+    faithful copy verifies. ``size`` is the byte size of the file as officially distributed, shown to
+    users but never checked, because mirrors and re-packed copies differ in size.
+    """
+
+    dataset: str
+    filename: str
+    url: str
+    content_sha256: str
+    size: int | None = None
+
+
+# --------------------------------------------------------------------------- digests
+
+
+def _framed(data: bytes) -> bytes:
+    """Length-prefix ``data`` so that consecutive fields can never run into each other."""
+    return struct.pack(">Q", len(data)) + data
+
+
+def _chunks(stream: _Readable) -> Iterator[bytes]:
+    """Read ``stream`` in bounded pieces, so a large member never sits in memory whole."""
+    while chunk := stream.read(_CHUNK):
+        yield chunk
+
+
+def _zip_digest(path: Path) -> str:
+    """sha256 over the sorted file members, each framed as (name length, name, size, bytes).
+
+    Directory entries, timestamps, compression method and member order do not enter, which is what
+    lets a re-zipped copy of the same files verify. The length prefixes make the framing unambiguous:
+    ``{"a": b"bc"}`` and ``{"ab": b"c"}`` hash differently.
+    """
+    h = hashlib.sha256()
+    with zipfile.ZipFile(path) as zf:
+        members = sorted((i for i in zf.infolist() if not i.is_dir()), key=lambda i: i.filename)
+        for info in members:
+            h.update(_framed(info.filename.encode("utf-8")))
+            h.update(struct.pack(">Q", info.file_size))
+            seen = 0
+            with zf.open(info) as member:
+                for chunk in _chunks(member):
+                    seen += len(chunk)
+                    h.update(chunk)
+            if seen != info.file_size:
+                raise zipfile.BadZipFile(f"member {info.filename!r} has {seen} bytes, not {info.file_size}")
+    return h.hexdigest()
+
+
+def _stream_digest(stream: _Readable) -> str:
+    h = hashlib.sha256()
+    for chunk in _chunks(stream):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _gz_digest(path: Path) -> str:
+    """sha256 of the decompressed bytes: gzip headers (mtime, name, level) vary between copies.
+
+    An empty file or one without the gzip magic is refused up front, because the gzip module reads
+    an empty file as an empty stream rather than as an error.
+    """
+    with path.open("rb") as raw:
+        if raw.read(2) != b"\x1f\x8b":
+            raise gzip.BadGzipFile("not a gzip file (no gzip header)")
+    with gzip.open(path, "rb") as stream:
+        return _stream_digest(stream)
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as stream:
+        return _stream_digest(stream)
+
+
+_CORRUPT = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    struct.error,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    OSError,
+)
+
+
+def content_digest(path: Path) -> str:
+    """The digest that :attr:`Archive.content_sha256` records, chosen by the file's suffix.
+
+    ``.zip``: names and bytes of the file members (see :func:`_zip_digest`); ``.gz``: the decompressed
+    bytes; anything else: the file's bytes. A file that cannot be decoded raises :class:`DataError`,
+    because a half-downloaded archive must be reported, not hashed.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    digest = _zip_digest if name.endswith(".zip") else _gz_digest if name.endswith(".gz") else _file_digest
+    try:
+        return digest(path)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}", "check the path and its permissions") from err
+    except _CORRUPT as err:
+        raise DataError(
+            f"{path} is corrupt or truncated ({type(err).__name__}: {err})",
+            "delete it and run again to re-download it, or replace it with a fresh copy; "
+            "`metabench data verify` checks every archive",
+        ) from err
+
+
+def _mismatch(archive: Archive, found: str) -> str:
+    return f"expected content digest {archive.content_sha256[:12]}…, found {found[:12]}…"
+
+
+def verify(archive: Archive, path: Path) -> None:
+    """Raise :class:`DataError` unless ``path`` holds exactly the contents the catalogue records."""
+    found = content_digest(path)
+    if found != archive.content_sha256:
+        raise DataError(
+            f"{path} is not the expected {archive.dataset} archive {archive.filename}: {_mismatch(archive, found)}",
+            f"delete it and run again to re-download it, or download it by hand from {archive.url}",
+        )
+
+
+# --------------------------------------------------------------------------- locating and caching
+
+
+def locate(archive: Archive, data_dir: Path | None = None) -> Path | None:
+    """The first ``<folder>/<dataset>/<filename>`` that exists, searching ``paths.data_dirs`` in order."""
+    for folder in data_dirs(data_dir):
+        candidate = folder / archive.dataset / archive.filename
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _marker(archive: Archive, path: Path) -> Path:
+    """A cache file whose existence says "this exact file was verified against this digest".
+
+    Keyed on the absolute path, size and mtime (a changed file gets a new key) and on the expected
+    digest (a changed catalogue entry does too). It lives in the cache because data folders may be
+    read-only.
+    """
+    st = path.stat()
+    key = f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{archive.content_sha256}"
+    return cache_dir() / "verified" / hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _remember_verified(archive: Archive, path: Path) -> None:
+    """Record a successful verification; failing to write the marker only costs a re-check later."""
+    try:
+        marker = _marker(archive, path)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{path.resolve()}\n{archive.content_sha256}\n", encoding="utf-8")
+    except OSError:
+        pass
+
+
+def _verify_once(archive: Archive, path: Path) -> None:
+    """:func:`verify`, skipped when a marker shows this very file already passed."""
+    if _marker(archive, path).is_file():
+        return
+    verify(archive, path)
+    _remember_verified(archive, path)
+
+
+def fetch(archive: Archive, data_dir: Path | None = None, *, download: bool = True, progress: bool = True) -> Path:
+    """A verified local copy of ``archive``: found in the data folders, else downloaded to the cache."""
+    found = locate(archive, data_dir)
+    if found is not None:
+        _verify_once(archive, found)
+        return found
+    if not download:
+        searched = ", ".join(str(folder / archive.dataset) for folder in data_dirs(data_dir))
+        raise DataError(
+            f"{archive.dataset} archive {archive.filename} not found; searched: {searched}",
+            f"download it from {archive.url}, then pass the folder that holds "
+            f"{archive.dataset}/{archive.filename} with --data-dir or METABENCH_DATA, or allow downloading",
+        )
+    path = _download(archive, cache_dir() / archive.dataset, progress=progress)
+    _remember_verified(archive, path)
+    return path
+
+
+# --------------------------------------------------------------------------- downloading
+
+
+def _source_url(archive: Archive) -> str:
+    """The official URL, or ``$METABENCH_MIRROR/<dataset>/<filename>`` when a mirror is set."""
+    mirror = os.environ.get(_MIRROR_ENV)
+    if mirror:
+        return f"{mirror.rstrip('/')}/{archive.dataset}/{archive.filename}"
+    return archive.url
+
+
+def _content_length(response: HTTPResponse) -> int | None:
+    """The announced body size, which is what lets a connection cut short be told from a small file."""
+    value = response.headers.get("Content-Length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _copy(response: _Readable, out: BinaryIO, total: int | None, label: str, progress: bool) -> int:
+    """Stream ``response`` into ``out``, with a rich progress bar on stderr when asked."""
+    if not progress:
+        return sum(out.write(chunk) for chunk in _chunks(response))
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    written = 0
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        for chunk in _chunks(response):
+            written += out.write(chunk)
+            bar.update(task, advance=len(chunk))
+    return written
+
+
+def _looks_like_html(path: Path) -> bool:
+    """True for the error or login pages that dead links serve in place of a dataset."""
+    with path.open("rb") as stream:
+        head = stream.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml"))
+
+
+def _receive(url: str, tmp: Path, label: str, *, progress: bool, timeout: float) -> None:
+    """Download ``url`` into ``tmp``; raise :class:`OSError` subclasses or ``DataError`` on failure."""
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    with urllib.request.urlopen(request, timeout=timeout) as response, tmp.open("wb") as out:
+        total = _content_length(response)
+        written = _copy(response, out, total, label, progress)
+    if total is not None and written < total:
+        raise DataError(f"the download from {url} stopped after {written:,} of {total:,} bytes")
+
+
+def _check_download(archive: Archive, tmp: Path, url: str) -> None:
+    """Refuse a downloaded file that is HTML, undecodable, or not the catalogued contents."""
+    if _looks_like_html(tmp):
+        raise DataError(
+            f"{url} returned a web page instead of {archive.filename} (the link may have moved or need a login)"
+        )
+    try:
+        found = content_digest(tmp)
+    except DataError as err:
+        cause = err.__cause__
+        detail = f"{type(cause).__name__}: {cause}" if cause is not None else err.message
+        raise DataError(f"the file downloaded from {url} is corrupt or truncated ({detail})") from err
+    if found != archive.content_sha256:
+        raise DataError(f"the file downloaded from {url} is not {archive.filename}: {_mismatch(archive, found)}")
+
+
+def _failure(err: BaseException, url: str, timeout: float) -> str:
+    """One line saying what went wrong with a download, in the user's terms."""
+    if isinstance(err, HTTPError):
+        return f"downloading {url} failed: HTTP {err.code} {err.reason}"
+    if isinstance(err, IncompleteRead):
+        return f"the download from {url} stopped before the end: the connection was closed early"
+    if isinstance(err, TimeoutError) or (isinstance(err, URLError) and isinstance(err.reason, TimeoutError)):
+        return f"downloading {url} timed out after {timeout:g} s"
+    if isinstance(err, URLError):
+        return f"could not reach {url}: {err.reason}"
+    return f"downloading {url} failed: {type(err).__name__}: {err}"
+
+
+def download(archive: Archive, dest_dir: Path, *, progress: bool = True, timeout: float = 60.0) -> Path:
+    """Download ``archive`` into ``dest_dir/<filename>``, verified, or raise :class:`DataError`.
+
+    The bytes go to a temporary file in ``dest_dir`` (same filesystem, so the final ``os.replace`` is
+    atomic) and are renamed only after the content digest matches; on any failure, Ctrl-C included,
+    the temporary file is removed. ``$METABENCH_MIRROR`` replaces the official address with
+    ``<mirror>/<dataset>/<filename>``.
+    """
+    dest_dir = Path(dest_dir)
+    url = _source_url(archive)
+    hint = f"download it by hand from {archive.url} into {dest_dir}, or pass --data-dir"
+    if url != archive.url:
+        hint += f"; {url} came from ${_MIRROR_ENV}"
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=dest_dir, prefix=".partial-", suffix=f"-{archive.filename}")
+        os.close(fd)
+    except OSError as err:
+        raise DataError(f"cannot write to {dest_dir}: {err.strerror or err}", hint) from err
+    tmp = Path(name)
+    final = dest_dir / archive.filename
+    try:
+        _receive(url, tmp, archive.filename, progress=progress, timeout=timeout)
+        _check_download(archive, tmp, url)
+        os.replace(tmp, final)
+    except DataError as err:
+        tmp.unlink(missing_ok=True)
+        raise DataError(err.message, hint) from err
+    except (OSError, HTTPException, ValueError) as err:
+        tmp.unlink(missing_ok=True)
+        raise DataError(_failure(err, url, timeout), hint) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final
+
+
+# ``fetch`` takes a ``download`` flag, which shadows this module's function inside it.
+_download = download
+
+
+# --------------------------------------------------------------------------- catalogue
+
+_OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
+_MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+
+OMNIGLOT_BACKGROUND = Archive(
+    dataset="omniglot",
+    filename="images_background.zip",
+    url=_OMNIGLOT_URL + "images_background.zip",
+    content_sha256="cf37a435932cf9fbead947b447c1b4d9673162d3e47f048f5bdaaeeed6b5577e",
+)
+OMNIGLOT_EVALUATION = Archive(
+    dataset="omniglot",
+    filename="images_evaluation.zip",
+    url=_OMNIGLOT_URL + "images_evaluation.zip",
+    content_sha256="568892d75da967755e333aa801994cde5153e019471fb0a543559e18d0370af9",
+)
+
+MNIST_FILES: tuple[Archive, ...] = (
+    Archive(
+        "mnist",
+        "train-images-idx3-ubyte.gz",
+        _MNIST_URL + "train-images-idx3-ubyte.gz",
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    Archive(
+        "mnist",
+        "train-labels-idx1-ubyte.gz",
+        _MNIST_URL + "train-labels-idx1-ubyte.gz",
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    Archive(
+        "mnist",
+        "t10k-images-idx3-ubyte.gz",
+        _MNIST_URL + "t10k-images-idx3-ubyte.gz",
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    Archive(
+        "mnist",
+        "t10k-labels-idx1-ubyte.gz",
+        _MNIST_URL + "t10k-labels-idx1-ubyte.gz",
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
+)
+
+CATALOGUE: dict[str, tuple[Archive, ...]] = {
+    "omniglot": (OMNIGLOT_BACKGROUND, OMNIGLOT_EVALUATION),
+    "mnist": MNIST_FILES,
+}

@@ -1,0 +1,93 @@
+"""The interface every paper's reproduction implements, and nothing more.
+
+A reproduction is an ``nn.Module`` holding a paper's model and learning algorithm. The runner owns the
+loop, the optimiser and its schedule, checkpoints, progress and evaluation; a reproduction only says
+(1) the meta-training loss on a batch of episodes, which the runner backpropagates and steps, and
+(2) its predictions on an episode batch's queries after adapting to the support set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from metabench.episodes import EpisodeBatch
+from metabench.errors import SpecError
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a model must know about its inputs before it sees any."""
+
+    channels: int
+    image_size: int
+    ways: int
+    shots: int
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """A meta-training step's differentiable loss and the training accuracy (%) on its queries."""
+
+    loss: Tensor
+    accuracy: Tensor
+
+
+class Reproduction(nn.Module):
+    """Base class of every paper's model and algorithm.
+
+    Subclasses declare ``Hyperparameters``, a dataclass of their own settings: the spec's
+    ``[profiles.NAME.model]`` table is checked against it, so a misspelt key is an error, not a default.
+    ``needs_grad_at_test`` is true for methods that take gradient steps while predicting (MAML).
+    """
+
+    Hyperparameters: ClassVar[type]
+    needs_grad_at_test: ClassVar[bool] = False
+
+    def __init__(self, hparams: Any, task: TaskInfo) -> None:
+        super().__init__()
+        self.hparams = hparams
+        self.task = task
+
+    @classmethod
+    def build(cls, model_table: dict[str, Any], task: TaskInfo, where: str = "model") -> Reproduction:
+        """Construct from a spec's ``model`` table, refusing keys the paper does not define."""
+        fields = {f.name for f in dataclasses.fields(cls.Hyperparameters)}
+        unknown = sorted(set(model_table) - fields)
+        if unknown:
+            raise SpecError(
+                f"{where}.{unknown[0]}: {cls.__name__} has no such setting (known: {', '.join(sorted(fields))})"
+            )
+        try:
+            hparams = cls.Hyperparameters(**model_table)
+        except TypeError as error:
+            raise SpecError(f"{where}: {error}") from None
+        return cls(hparams, task)
+
+    def meta_loss(self, batch: EpisodeBatch) -> StepOutput:
+        """The loss whose gradient the runner's optimiser follows, averaged over the batch."""
+        raise NotImplementedError
+
+    def predict(self, batch: EpisodeBatch) -> Tensor:
+        """Logits ``[B, queries, ways]`` for each episode's queries, after adapting to its support set."""
+        raise NotImplementedError
+
+    def embed(self, images: Tensor) -> Tensor | None:
+        """Optional: per-image features ``[n, ...]`` that do not depend on the episode at test time.
+
+        Metric-based methods define this together with :meth:`predict_embedded`; the evaluator then
+        embeds every test image once instead of once per episode it appears in, which is what makes a
+        1000-episode 20-way evaluation take seconds rather than minutes. ``None`` means: not supported.
+        """
+        return None
+
+    def predict_embedded(self, batch: EpisodeBatch) -> Tensor:
+        """Like :meth:`predict`, for a batch whose ``support_x``/``query_x`` hold :meth:`embed` outputs."""
+        raise NotImplementedError
+
+    @property
+    def embeds_independently(self) -> bool:
+        return type(self).embed is not Reproduction.embed

@@ -1,0 +1,153 @@
+"""Run results: one JSON file per run, written atomically, with a schema version.
+
+A result holds everything needed to trust or re-run a number: the spec and profile, every
+hyperparameter used, the seed, the frozen test episodes' digest, per-episode scores, the summary and
+verdict, the learning curve, timings, the machine, the commit and the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from metabench.errors import ResultError
+
+SCHEMA_VERSION = 1
+CHECKPOINT_FOLDER = ".checkpoints"
+
+# key -> accepted JSON types; nested tables list their own required keys.
+_REQUIRED: dict[str, tuple[type, ...]] = {
+    "schema_version": (int,),
+    "paper": (str,),
+    "title": (str,),
+    "benchmark": (str,),
+    "profile": (str,),
+    "spec_file": (str,),
+    "spec_sha256": (str,),
+    "protocol": (dict,),
+    "hyperparameters": (dict,),
+    "seed": (int,),
+    "test_episodes": (dict,),
+    "scores": (list,),
+    "summary": (dict,),
+    "reported": (dict, type(None)),
+    "verdict": (dict,),
+    "targets": (dict,),
+    "curve": (list,),
+    "timing": (dict,),
+    "environment": (dict,),
+    "git": (dict,),
+    "command": (str,),
+    "created": (str,),
+}
+_NESTED: dict[str, tuple[str, ...]] = {
+    "protocol": (
+        "dataset",
+        "split",
+        "image_size",
+        "ways",
+        "shots",
+        "queries",
+        "metric",
+        "direction",
+        "transductive",
+        "test_part",
+    ),
+    "test_episodes": ("count", "seed", "digest"),
+    "summary": ("mean", "ci95", "std", "n"),
+    "verdict": ("verdict", "difference", "band", "rule"),
+    "targets": ("chance", "floor", "min_above_chance"),
+    "timing": (
+        "train_seconds",
+        "eval_seconds",
+        "wall_seconds",
+        "train_episodes_per_second",
+        "eval_episodes_per_second",
+        "train_steps",
+    ),
+    "environment": ("device", "torch", "python", "cpu"),
+    "git": ("commit", "dirty"),
+}
+
+
+def validate(data: Any, source: str = "result") -> dict[str, Any]:
+    """Check a loaded result against the schema; errors name the file and the key."""
+    if not isinstance(data, dict):
+        raise ResultError(f"{source}: not a JSON object")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ResultError(
+            f"{source}: schema_version {version!r} is not {SCHEMA_VERSION}", "re-run it with this version of metabench"
+        )
+    for key, kinds in _REQUIRED.items():
+        if key not in data:
+            raise ResultError(f"{source}: missing key {key!r}")
+        if not isinstance(data[key], kinds) or (isinstance(data[key], bool) and bool not in kinds):
+            raise ResultError(f"{source}: {key!r} has the wrong type ({type(data[key]).__name__})")
+    for key, inner in _NESTED.items():
+        missing = [k for k in inner if k not in data[key]]
+        if missing:
+            raise ResultError(f"{source}: missing key {key}.{missing[0]!r}")
+    if len(data["scores"]) != data["test_episodes"]["count"]:
+        raise ResultError(f"{source}: {len(data['scores'])} scores for {data['test_episodes']['count']} episodes")
+    if not all(isinstance(s, int | float) and not isinstance(s, bool) for s in data["scores"]):
+        raise ResultError(f"{source}: scores must be numbers")
+    return data
+
+
+def write_atomic(data: dict[str, Any], path: Path) -> Path:
+    """Validate, then write ``path`` whole or not at all (temporary file and rename)."""
+    validate(data, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, indent=1, allow_nan=True)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read(path: Path) -> dict[str, Any]:
+    """Load and validate one result file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ResultError(
+            f"{path}: not valid JSON ({error.msg} at line {error.lineno})",
+            "delete it or re-run the command recorded in it",
+        ) from None
+    except OSError as error:
+        raise ResultError(f"{path}: cannot be read ({error.strerror})") from None
+    return validate(data, str(path))
+
+
+def find(paths: Iterable[Path]) -> list[Path]:
+    """Result files under the given files and folders, skipping checkpoints and hidden files."""
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(
+                p
+                for p in sorted(path.rglob("*.json"))
+                if not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        else:
+            raise ResultError(f"{path}: no such file or folder")
+    return found
+
+
+def result_path(output: Path, paper: str, benchmark: str, profile: str, seed: int, created: str) -> Path:
+    """``OUTPUT/PAPER/BENCHMARK__PROFILE__seedN__TIMESTAMP.json``: runs never overwrite each other."""
+    stamp = created.replace("-", "").replace(":", "")
+    return Path(output) / paper / f"{benchmark}__{profile}__seed{seed}__{stamp}.json"

@@ -1,0 +1,460 @@
+"""The one training and evaluation loop every reproduction runs through.
+
+``run`` resolves a benchmark and profile, puts the split's class banks on the device, meta-trains
+with the profile's optimiser and schedule (progress bar, periodic validation, checkpoints), evaluates
+on the benchmark's frozen test episodes, judges the result against the paper and writes the result
+JSON atomically. Ctrl-C, ``--stop-after`` or a crash leave a checkpoint that ``--resume`` continues
+from exactly where it stopped; a result file exists only for a finished run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from metabench import provenance, results
+from metabench.data import load_parts
+from metabench.data.cache import atomic_torch_save
+from metabench.episodes import ClassBank, EpisodeSampler, EpisodeShape, FrozenEpisodes, freeze
+from metabench.errors import InterruptedRun, MetabenchError, UnknownNameError, did_you_mean
+from metabench.evaluate import evaluate
+from metabench.registry_loader import get_spec, implementation
+from metabench.reproduction import Reproduction, TaskInfo
+from metabench.spec import Benchmark, Profile, Spec
+from metabench.stats import judge, mean_interval
+
+VALIDATION_SEED_OFFSET = 1
+
+
+@dataclass
+class RunRequest:
+    """Everything a run needs; the CLI and the Python API both build one."""
+
+    paper: str
+    benchmark: str | None = None
+    profile: str = "quick"
+    seed: int = 0
+    device: str = "auto"
+    shots: int | None = None
+    ways: int | None = None
+    dataset: str | None = None
+    test_episodes: int | None = None
+    train_episodes: int | None = None
+    data_dir: Path | None = None
+    output: Path = Path("results")
+    resume: bool = False
+    fresh: bool = False
+    stop_after: int | None = None
+    download: bool = True
+    progress: bool = True
+    command: str = field(default_factory=provenance.command_line)
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` takes CUDA, then Apple's MPS, then the CPU; an unavailable explicit choice is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MetabenchError(
+            "--device cuda: no CUDA device is visible to this torch build",
+            f"torch {torch.__version__}; use --device cpu or install a CUDA build of torch",
+        )
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise MetabenchError("--device mps: Apple's MPS backend is not available here", "use --device cpu")
+    if name not in ("cpu", "cuda", "mps"):
+        raise UnknownNameError(f"unknown device {name!r}", did_you_mean(name, ["auto", "cpu", "cuda", "mps"]))
+    return torch.device(name)
+
+
+def resolve_benchmark(
+    spec: Spec, benchmark: str | None, *, shots: int | None, ways: int | None, dataset: str | None
+) -> tuple[Benchmark, str]:
+    """The benchmark a request names, or the paper's default for its shots/ways/dataset, and why."""
+    if benchmark is not None:
+        chosen = spec.benchmark(benchmark)
+        clashes = [
+            f"--{n} {v}"
+            for n, v, b in (
+                ("shots", shots, chosen.shots),
+                ("ways", ways, chosen.ways),
+                ("dataset", dataset, chosen.dataset),
+            )
+            if v is not None and v != b
+        ]
+        if clashes:
+            raise MetabenchError(
+                f"{', '.join(clashes)} contradicts benchmark {chosen.id!r}",
+                "give either --benchmark or the filters, not both",
+            )
+        return chosen, f"benchmark {chosen.id} (as asked)"
+    matching = [
+        b
+        for b in spec.benchmarks
+        if (shots is None or b.shots == shots)
+        and (ways is None or b.ways == ways)
+        and (dataset is None or b.dataset == dataset)
+    ]
+    if not matching:
+        offered = ", ".join(f"{b.id} ({b.ways}-way {b.shots}-shot {b.dataset})" for b in spec.benchmarks)
+        asked = " ".join(f"--{n} {v}" for n, v in (("ways", ways), ("shots", shots), ("dataset", dataset)) if v)
+        raise MetabenchError(f"{spec.key} has no benchmark matching {asked or 'the request'}", f"it has: {offered}")
+    chosen = next((b for b in matching if b.default), None)
+    if chosen is None:
+        chosen = min(matching, key=lambda b: (b.ways, b.shots))
+    why = "the paper's default" if chosen.default else "the smallest matching setting"
+    return chosen, f"benchmark {chosen.id} ({chosen.ways}-way {chosen.shots}-shot {chosen.dataset}; {why})"
+
+
+class _Banks:
+    """The split's parts on the device, loaded once per run."""
+
+    def __init__(self, bench: Benchmark, request: RunRequest, device: torch.device) -> None:
+        self.cpu = load_parts(
+            bench.dataset,
+            bench.split,
+            bench.image_size,
+            request.data_dir,
+            download=request.download,
+            progress=request.progress,
+        )
+        self.device = device
+        self._on_device: dict[str, ClassBank] = {}
+
+    def get(self, part: str, where: str) -> ClassBank:
+        if part not in self.cpu:
+            raise MetabenchError(f"{where}: split has no part {part!r}", did_you_mean(part, list(self.cpu)))
+        if part not in self._on_device:
+            self._on_device[part] = self.cpu[part].to(self.device)
+        return self._on_device[part]
+
+
+def _fingerprint(spec: Spec, bench: Benchmark, profile: Profile, seed: int) -> str:
+    blob = json.dumps(
+        {"paper": spec.key, "benchmark": bench.id, "profile": profile.hyperparameters(), "seed": seed}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def checkpoint_path(output: Path, paper: str, bench: str, profile: str, seed: int) -> Path:
+    return Path(output) / results.CHECKPOINT_FOLDER / f"{paper}__{bench}__{profile}__seed{seed}.pt"
+
+
+def _make_optimizer(model: Reproduction, profile: Profile) -> tuple[torch.optim.Optimizer, Any]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer: torch.optim.Optimizer
+    if profile.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=profile.lr)
+    else:
+        optimizer = torch.optim.SGD(params, lr=profile.lr)
+    step = profile.lr_decay_every if profile.lr_decay_every > 0 else 10**12
+    return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=profile.lr_decay_factor)
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+        transient=False,
+    )
+
+
+@dataclass
+class _TrainState:
+    step: int = 0
+    seconds: float = 0.0
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+
+def _train(
+    model: Reproduction,
+    profile: Profile,
+    bench: Benchmark,
+    banks: _Banks,
+    request: RunRequest,
+    ckpt: Path,
+    fingerprint: str,
+    console: Console,
+) -> _TrainState:
+    sampler = EpisodeSampler(
+        banks.get(profile.train_part, f"{bench.id}.profiles.{profile.name}.train_part"),
+        EpisodeShape(profile.train_ways, profile.train_shots, profile.train_queries),
+        seed=request.seed,
+    )
+    validation: tuple[FrozenEpisodes, ClassBank] | None = None
+    if profile.val_part:
+        val_bank = banks.get(profile.val_part, f"{bench.id}.profiles.{profile.name}.val_part")
+        val_key = {
+            "dataset": bench.dataset,
+            "split": bench.split,
+            "part": profile.val_part,
+            "image_size": bench.image_size,
+        }
+        validation = (
+            freeze(
+                val_bank,
+                EpisodeShape(bench.ways, bench.shots, bench.queries),
+                profile.val_episodes,
+                bench.test_seed + VALIDATION_SEED_OFFSET,
+                val_key,
+            ),
+            val_bank,
+        )
+    optimizer, scheduler = _make_optimizer(model, profile)
+    state = _TrainState()
+    if ckpt.exists() and request.resume:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if saved["fingerprint"] != fingerprint:
+            raise MetabenchError(
+                f"checkpoint {ckpt} belongs to different settings",
+                "rerun with the same profile and overrides, or pass --fresh to discard it",
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        sampler.restore(saved["sampler"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = _TrainState(saved["step"], saved["seconds"], saved["curve"])
+        console.print(f"Resuming from step {state.step} of {profile.train_episodes} ({ckpt})")
+
+    def save() -> None:
+        atomic_torch_save(
+            {
+                "fingerprint": fingerprint,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "sampler": sampler.state(),
+                "torch_rng": torch.get_rng_state(),
+                "step": state.step,
+                "seconds": state.seconds,
+                "curve": state.curve,
+            },
+            ckpt,
+        )
+
+    model.train()
+    window_loss, window_acc, window_n = 0.0, 0.0, 0
+    stop_at = (
+        profile.train_episodes
+        if request.stop_after is None
+        else min(profile.train_episodes, state.step + request.stop_after)
+    )
+    with _progress(console, request.progress) as bar:
+        task = bar.add_task(f"{bench.id} train", total=profile.train_episodes, completed=state.step, status="")
+        started = time.perf_counter()
+        try:
+            while state.step < stop_at:
+                batch = sampler.sample(profile.meta_batch)
+                out = model.meta_loss(batch)
+                if not torch.isfinite(out.loss):
+                    raise MetabenchError(
+                        f"training diverged at step {state.step}: loss is {out.loss.item()}",
+                        "lower the profile's lr; the last checkpoint is kept",
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizer.step()
+                scheduler.step()
+                state.step += 1
+                window_loss += float(out.loss.detach())
+                window_acc += float(out.accuracy)
+                window_n += 1
+                elapsed = state.seconds + time.perf_counter() - started
+                rate = state.step * profile.meta_batch / max(elapsed, 1e-9)
+                bar.update(
+                    task,
+                    completed=state.step,
+                    status=(f"loss {window_loss / window_n:.3f}  acc {window_acc / window_n:5.1f}%  {rate:6.1f} ep/s"),
+                )
+                if state.step % profile.val_every == 0 or state.step == profile.train_episodes:
+                    point = {
+                        "step": state.step,
+                        "episodes": state.step * profile.meta_batch,
+                        "seconds": round(elapsed, 3),
+                        "train_loss": window_loss / window_n,
+                        "train_accuracy": window_acc / window_n,
+                    }
+                    if validation is not None:
+                        point["val_accuracy"] = float(
+                            evaluate(model, validation[0], validation[1], profile.eval_batch).mean()
+                        )
+                    state.curve.append(point)
+                    window_loss, window_acc, window_n = 0.0, 0.0, 0
+                if state.step % profile.checkpoint_every == 0:
+                    state.seconds = state.seconds + time.perf_counter() - started
+                    started = time.perf_counter()
+                    save()
+        except BaseException as error:
+            state.seconds += time.perf_counter() - started
+            save()
+            if isinstance(error, KeyboardInterrupt):
+                raise InterruptedRun(
+                    f"interrupted at step {state.step}; checkpoint saved to {ckpt}",
+                    "continue with the same command plus --resume",
+                ) from None
+            raise
+        state.seconds += time.perf_counter() - started
+    save()
+    if state.step < profile.train_episodes:
+        raise InterruptedRun(
+            f"stopped after step {state.step} of {profile.train_episodes} (--stop-after); checkpoint saved to {ckpt}",
+            "continue with the same command plus --resume",
+        )
+    return state
+
+
+def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, Any], Path]:
+    """Run one benchmark end to end; returns the result and the path it was written to."""
+    console = console or Console(stderr=True)
+    spec = get_spec(request.paper)
+    bench, why = resolve_benchmark(
+        spec, request.benchmark, shots=request.shots, ways=request.ways, dataset=request.dataset
+    )
+    profile = bench.profile(request.profile)
+    overrides: dict[str, Any] = {}
+    if request.train_episodes is not None:
+        overrides["train_episodes"] = request.train_episodes
+    if request.test_episodes is not None:
+        paper_count = (bench.reported.test_episodes or 0) if bench.reported else 0
+        minimum = 1 if profile.name == "smoke" else max(600, paper_count)
+        if request.test_episodes < minimum:
+            raise MetabenchError(
+                f"--episodes {request.test_episodes} is too few for the {profile.name} profile",
+                f"use at least {minimum} (600, or the paper's own count when larger)",
+            )
+        overrides["test_episodes"] = request.test_episodes
+    profile = replace(profile, **overrides)
+    device = pick_device(request.device)
+    console.print(f"[bold]{spec.key}[/]: {why}; profile {profile.name}, seed {request.seed}, device {device}")
+
+    ckpt = checkpoint_path(request.output, spec.key, bench.id, profile.name, request.seed)
+    if ckpt.exists() and not (request.resume or request.fresh):
+        raise MetabenchError(
+            f"an unfinished run of these settings left a checkpoint at {ckpt}",
+            "add --resume to continue it, or --fresh to start over",
+        )
+    if request.fresh:
+        ckpt.unlink(missing_ok=True)
+    if request.resume and not ckpt.exists():
+        console.print(f"No checkpoint at {ckpt}; starting from step 0")
+
+    wall_started = time.perf_counter()
+    banks = _Banks(bench, request, device)
+    test_bank = banks.get(bench.test_part, f"{bench.id}.test_part")
+    shape = EpisodeShape(bench.ways, bench.shots, bench.queries)
+    test_key = {"dataset": bench.dataset, "split": bench.split, "part": bench.test_part, "image_size": bench.image_size}
+    frozen = freeze(test_bank, shape, profile.test_episodes, bench.test_seed, test_key)
+
+    torch.manual_seed(request.seed)
+    cls = implementation(spec)
+    task = TaskInfo(channels=1, image_size=bench.image_size, ways=bench.ways, shots=bench.shots)
+    model = cls.build(
+        profile.model, task, where=f"{spec.source.name}.benchmarks[{bench.id}].profiles.{profile.name}.model"
+    ).to(device)
+    fingerprint = _fingerprint(spec, bench, profile, request.seed)
+    state = _train(model, profile, bench, banks, request, ckpt, fingerprint, console)
+
+    eval_started = time.perf_counter()
+    with _progress(console, request.progress) as bar:
+        task_id = bar.add_task(f"{bench.id} test", total=frozen.count, status=f"{frozen.count} frozen episodes")
+        try:
+            scores = evaluate(model, frozen, test_bank, profile.eval_batch, on_batch=lambda n: bar.advance(task_id, n))
+        except KeyboardInterrupt:
+            raise InterruptedRun(
+                f"interrupted during evaluation; training is checkpointed at {ckpt}",
+                "continue with the same command plus --resume",
+            ) from None
+    eval_seconds = time.perf_counter() - eval_started
+    summary = mean_interval(scores)
+    judgement = judge(bench.reported, summary)
+
+    created = provenance.now()
+    path = results.result_path(request.output, spec.key, bench.id, profile.name, request.seed, created)
+    weights = path.with_suffix(".pt")
+    atomic_torch_save(
+        {
+            "paper": spec.key,
+            "benchmark": bench.id,
+            "model": profile.model,
+            "task": task.__dict__,
+            "state_dict": model.state_dict(),
+        },
+        weights,
+    )
+    result = {
+        "schema_version": results.SCHEMA_VERSION,
+        "paper": spec.key,
+        "title": spec.title,
+        "benchmark": bench.id,
+        "profile": profile.name,
+        "spec_file": f"registry/{spec.source.name}",
+        "spec_sha256": hashlib.sha256(spec.source.read_bytes()).hexdigest(),
+        "protocol": {
+            "dataset": bench.dataset,
+            "split": bench.split,
+            "image_size": bench.image_size,
+            "ways": bench.ways,
+            "shots": bench.shots,
+            "queries": bench.queries,
+            "metric": bench.metric,
+            "direction": bench.direction,
+            "transductive": bench.transductive,
+            "test_part": bench.test_part,
+        },
+        "hyperparameters": profile.hyperparameters(),
+        "overrides": overrides,
+        "seed": request.seed,
+        "test_episodes": {"count": frozen.count, "seed": bench.test_seed, "digest": frozen.digest},
+        "scores": [round(float(s), 4) for s in scores],
+        "summary": {"mean": summary.mean, "ci95": summary.half_width, "std": summary.std, "n": summary.n},
+        "reported": None if bench.reported is None else dict(bench.reported.__dict__),
+        "verdict": {
+            "verdict": judgement.verdict,
+            "difference": judgement.difference,
+            "band": judgement.band,
+            "rule": judgement.rule,
+        },
+        "targets": {"chance": bench.chance, "floor": profile.floor, "min_above_chance": profile.min_above_chance},
+        "curve": state.curve,
+        "timing": {
+            "train_seconds": round(state.seconds, 3),
+            "eval_seconds": round(eval_seconds, 3),
+            "wall_seconds": round(time.perf_counter() - wall_started, 3),
+            "train_steps": state.step,
+            "train_episodes_per_second": state.step * profile.meta_batch / max(state.seconds, 1e-9),
+            "eval_episodes_per_second": frozen.count / max(eval_seconds, 1e-9),
+        },
+        "environment": provenance.machine(device),
+        "git": provenance.git_state(),
+        "command": request.command,
+        "created": created,
+        "weights": weights.name,
+    }
+    results.write_atomic(result, path)
+    ckpt.unlink(missing_ok=True)
+    return result, path

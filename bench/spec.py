@@ -1,0 +1,374 @@
+"""The reproduction spec: what a paper reported and how to reproduce it, parsed from TOML.
+
+A spec file holds the citation, the implementation to load, spec-wide profile defaults and a list of
+benchmarks. Each benchmark states its protocol (dataset, split, ways, shots, queries, transductive or
+not), the reported number with what its ± means, and the profiles ``smoke``, ``quick`` and ``paper``.
+A profile is the full set of hyperparameters: spec-wide ``[profiles.NAME]`` tables give defaults that a
+benchmark's ``[benchmarks.profiles.NAME]`` overrides key by key. Nothing is silently defaulted: a key
+that a profile needs and nobody set is an error naming the file and the key, and so is a key that
+nothing reads (a typo would otherwise be ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from metabench.errors import SpecError
+
+PROFILE_NAMES = ("smoke", "quick", "paper")
+PlusMinusKind = Literal["ci95", "std-runs", "unknown", "none"]
+Confidence = Literal["HIGH", "MED"]
+Direction = Literal["higher", "lower"]
+MIN_TEST_EPISODES = 600
+
+
+@dataclass(frozen=True)
+class Reported:
+    """A number as the paper printed it, and what its ± means.
+
+    ``plus_minus_kind``: ``ci95`` is a 95% interval over test episodes; ``std-runs`` one standard
+    deviation over training runs; ``unknown`` a ± whose meaning the paper does not state; ``none`` a
+    bare number (then ``plus_minus`` is 0 and the verdict allows for the printed precision only).
+    """
+
+    value: float
+    plus_minus: float
+    plus_minus_kind: PlusMinusKind
+    test_episodes: int | None
+    table: str
+    row: str
+    confidence: Confidence
+    variant: str = ""
+
+    @property
+    def decimals(self) -> int:
+        """Digits after the point as printed (98.8 -> 1), which bounds a bare number's precision."""
+        text = repr(self.value)
+        return len(text.split(".")[1]) if "." in text and not text.endswith(".0") else 0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every hyperparameter one run uses. The runner reads the named fields; ``model`` goes to the paper."""
+
+    name: str
+    train_part: str
+    val_part: str | None
+    train_ways: int
+    train_shots: int
+    train_queries: int
+    meta_batch: int
+    train_episodes: int
+    optimizer: Literal["adam", "sgd"]
+    lr: float
+    lr_decay_every: int
+    lr_decay_factor: float
+    val_every: int
+    val_episodes: int
+    checkpoint_every: int
+    test_episodes: int
+    eval_batch: int
+    floor: float | None = None
+    floor_note: str = ""
+    min_above_chance: float | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """A JSON-ready copy of every value, as stored in a result."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One reported number and the protocol that produced it."""
+
+    id: str
+    dataset: str
+    split: str
+    image_size: int
+    ways: int
+    shots: int
+    queries: int
+    metric: str
+    direction: Direction
+    transductive: bool
+    test_part: str
+    test_seed: int
+    default: bool
+    reported: Reported | None
+    profiles: dict[str, Profile]
+    notes: str = ""
+
+    @property
+    def chance(self) -> float:
+        """Accuracy (%) of guessing uniformly among the ways."""
+        return 100.0 / self.ways
+
+    def profile(self, name: str) -> Profile:
+        from metabench.errors import UnknownNameError, did_you_mean
+
+        if name not in self.profiles:
+            raise UnknownNameError(
+                f"benchmark {self.id!r} has no profile {name!r}", did_you_mean(name, list(self.profiles))
+            )
+        return self.profiles[name]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A paper: citation, implementation and benchmarks."""
+
+    key: str
+    title: str
+    authors: tuple[str, ...]
+    year: int
+    venue: str
+    arxiv: str
+    implementation: str
+    benchmarks: tuple[Benchmark, ...]
+    source: Path
+    notes: str = ""
+
+    def benchmark(self, benchmark_id: str) -> Benchmark:
+        from metabench.errors import UnknownNameError, did_you_mean
+
+        for bench in self.benchmarks:
+            if bench.id == benchmark_id:
+                return bench
+        ids = [b.id for b in self.benchmarks]
+        raise UnknownNameError(f"paper {self.key!r} has no benchmark {benchmark_id!r}", did_you_mean(benchmark_id, ids))
+
+    @property
+    def citation(self) -> str:
+        authors = ", ".join(self.authors)
+        return f"{authors}. {self.title}. {self.venue} {self.year}. arXiv:{self.arxiv}"
+
+
+class _Table:
+    """A TOML table that remembers where it came from, so every error names file and key."""
+
+    def __init__(self, data: Mapping[str, Any], where: str) -> None:
+        self.data = dict(data)
+        self.where = where
+        self.read: set[str] = set()
+
+    def _fail(self, key: str, problem: str) -> SpecError:
+        return SpecError(f"{self.where}.{key}: {problem}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        self.read.add(key)
+        if key not in self.data:
+            if default is ...:
+                raise self._fail(key, "missing (every spec states it; see registry/protonet.toml)")
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self._fail(key, f"expected {_names(kinds)}, found a boolean")
+        if not isinstance(value, kinds):
+            raise self._fail(key, f"expected {_names(kinds)}, found {type(value).__name__} {value!r}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: Any = ...) -> Any:
+        value = self.get(key, str, default)
+        if value is not default and value not in choices:
+            raise self._fail(key, f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def positive(self, key: str, default: Any = ...) -> Any:
+        value = self.get(key, int, default)
+        if value is not default and value is not None and value < 1:
+            raise self._fail(key, f"must be a positive integer, found {value}")
+        return value
+
+    def sub(self, key: str) -> _Table:
+        return _Table(self.get(key, dict, {}), f"{self.where}.{key}")
+
+    def reject_unread(self) -> None:
+        unknown = sorted(set(self.data) - self.read)
+        if unknown:
+            raise self._fail(unknown[0], "unknown key (misspelt? remove it or see the README's spec format)")
+
+
+def _names(kinds: tuple[type, ...]) -> str:
+    return " or ".join(
+        {
+            "str": "a string",
+            "int": "an integer",
+            "float": "a number",
+            "bool": "true/false",
+            "dict": "a table",
+            "list": "a list",
+        }.get(k.__name__, k.__name__)
+        for k in kinds
+    )
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Override ``base`` key by key; the ``model`` sub-table merges one level deeper."""
+    merged = dict(base)
+    for key, value in override.items():
+        if key == "model" and isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse_reported(table: _Table) -> Reported:
+    kind = table.choice("plus_minus_kind", get_args(PlusMinusKind))
+    plus_minus = table.get("plus_minus", float, 0.0)
+    if kind == "none" and plus_minus != 0.0:
+        raise table._fail("plus_minus", "is set but plus_minus_kind is 'none'")
+    if kind != "none" and plus_minus <= 0.0:
+        raise table._fail("plus_minus", f"must be positive when plus_minus_kind is {kind!r}")
+    reported = Reported(
+        value=table.get("value", float),
+        plus_minus=plus_minus,
+        plus_minus_kind=kind,
+        test_episodes=table.get("test_episodes", int, None),
+        table=table.get("table", str),
+        row=table.get("row", str),
+        variant=table.get("variant", str, ""),
+        confidence=table.choice("confidence", get_args(Confidence)),
+    )
+    table.reject_unread()
+    return reported
+
+
+def _parse_profile(name: str, table: _Table, reported: Reported | None) -> Profile:
+    model = table.get("model", dict, {})
+    table.read.add("model")
+    profile = Profile(
+        name=name,
+        train_part=table.get("train_part", str),
+        val_part=table.get("val_part", str, None),
+        train_ways=table.positive("train_ways"),
+        train_shots=table.positive("train_shots"),
+        train_queries=table.positive("train_queries"),
+        meta_batch=table.positive("meta_batch"),
+        train_episodes=table.positive("train_episodes"),
+        optimizer=table.choice("optimizer", ("adam", "sgd")),
+        lr=table.get("lr", float),
+        lr_decay_every=table.get("lr_decay_every", int, 0),
+        lr_decay_factor=table.get("lr_decay_factor", float, 1.0),
+        val_every=table.positive("val_every"),
+        val_episodes=table.positive("val_episodes"),
+        checkpoint_every=table.positive("checkpoint_every"),
+        test_episodes=table.positive("test_episodes"),
+        eval_batch=table.positive("eval_batch"),
+        floor=table.get("floor", float, None),
+        floor_note=table.get("floor_note", str, ""),
+        min_above_chance=table.get("min_above_chance", float, None),
+        model=dict(model),
+    )
+    table.reject_unread()
+    if name != "smoke":
+        needed = max(MIN_TEST_EPISODES, (reported.test_episodes or 0) if reported else 0)
+        if profile.test_episodes < needed:
+            raise table._fail(
+                "test_episodes",
+                f"{profile.test_episodes} is too few for the {name!r} profile: at least {needed} "
+                f"(600, or the paper's own count when larger)",
+            )
+    if name == "smoke" and profile.min_above_chance is None:
+        raise table._fail("min_above_chance", "missing: the smoke profile states how far above chance it must end")
+    if name == "quick" and profile.floor is None:
+        raise table._fail("floor", "missing: the quick profile states the floor it must reach (measured)")
+    return profile
+
+
+def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -> Benchmark:
+    reported_table = table.get("reported", dict, None)
+    reported = _parse_reported(_Table(reported_table, f"{table.where}.reported")) if reported_table else None
+    profile_tables = table.get("profiles", dict, {})
+    unknown = set(profile_tables) - set(PROFILE_NAMES)
+    if unknown:
+        raise SpecError(f"{table.where}.profiles.{sorted(unknown)[0]}: unknown profile (use smoke, quick, paper)")
+    profiles: dict[str, Profile] = {}
+    for name in PROFILE_NAMES:
+        merged = _merge(defaults.get(name, {}), profile_tables.get(name, {}))
+        if not merged:
+            raise SpecError(f"{table.where}.profiles.{name}: missing (every benchmark has smoke, quick, paper)")
+        profiles[name] = _parse_profile(name, _Table(merged, f"{table.where}.profiles.{name}"), reported)
+    bench = Benchmark(
+        id=table.get("id", str),
+        dataset=table.get("dataset", str),
+        split=table.get("split", str),
+        image_size=table.positive("image_size"),
+        ways=table.positive("ways"),
+        shots=table.positive("shots"),
+        queries=table.positive("queries"),
+        metric=table.choice("metric", ("accuracy",)),
+        direction=table.choice("direction", get_args(Direction)),
+        transductive=table.get("transductive", bool),
+        test_part=table.get("test_part", str, "test"),
+        test_seed=table.get("test_seed", int, 0),
+        default=table.get("default", bool, False),
+        reported=reported,
+        profiles=profiles,
+        notes=table.get("notes", str, ""),
+    )
+    table.reject_unread()
+    if bench.ways < 2:
+        raise table._fail("ways", "an episode needs at least 2 ways")
+    return bench
+
+
+def parse_spec(data: Mapping[str, Any], source: Path) -> Spec:
+    """Validate a TOML document into a :class:`Spec`; errors name ``source`` and the key."""
+    top = _Table(data, source.name)
+    defaults_table = top.get("profiles", dict, {})
+    unknown = set(defaults_table) - set(PROFILE_NAMES)
+    if unknown:
+        raise SpecError(f"{source.name}.profiles.{sorted(unknown)[0]}: unknown profile (use smoke, quick, paper)")
+    raw_benchmarks = top.get("benchmarks", list)
+    if not raw_benchmarks:
+        raise SpecError(f"{source.name}.benchmarks: empty (a spec reports at least one benchmark)")
+    benchmarks = []
+    for index, raw in enumerate(raw_benchmarks):
+        label = raw.get("id", index) if isinstance(raw, Mapping) else index
+        if not isinstance(raw, Mapping):
+            raise SpecError(f"{source.name}.benchmarks[{index}]: expected a table")
+        benchmarks.append(_parse_benchmark(_Table(raw, f"{source.name}.benchmarks[{label}]"), defaults_table))
+    ids = [b.id for b in benchmarks]
+    duplicated = {i for i in ids if ids.count(i) > 1}
+    if duplicated:
+        raise SpecError(f"{source.name}.benchmarks: duplicate id {sorted(duplicated)[0]!r}")
+    implementation = top.get("implementation", str)
+    if ":" not in implementation:
+        raise top._fail("implementation", f"{implementation!r} is not of the form 'module:Class'")
+    spec = Spec(
+        key=top.get("key", str),
+        title=top.get("title", str),
+        authors=tuple(top.get("authors", list)),
+        year=top.get("year", int),
+        venue=top.get("venue", str),
+        arxiv=top.get("arxiv", str),
+        implementation=implementation,
+        benchmarks=tuple(benchmarks),
+        source=source,
+        notes=top.get("notes", str, ""),
+    )
+    top.reject_unread()
+    if spec.key != source.stem:
+        raise top._fail("key", f"{spec.key!r} differs from the file name {source.stem!r}")
+    return spec
+
+
+def load_spec_file(path: Path) -> Spec:
+    """Read and validate one spec file."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{Path(path).name}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise SpecError(f"{path}: cannot be read: {error.strerror}") from None
+    return parse_spec(data, Path(path))
