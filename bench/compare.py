@@ -79,12 +79,41 @@ def load_frame(paths: list[Path], paper: str | None = None, profile: str | None 
                 "path": str(path),
             }
         )
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame = _with_current_targets(pd.DataFrame(rows, columns=COLUMNS))
     if paper is not None:
         frame = frame[frame["paper"] == paper]
     if profile is not None:
         frame = frame[frame["profile"] == profile]
     return frame.sort_values(["paper", "benchmark", "profile", "created"]).reset_index(drop=True)
+
+
+def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
+    """Judge every result against the registry as it is now.
+
+    The spec is the source of truth for targets: a corrected reported value or a re-measured floor
+    applies to old results too. A result keeps what it was judged against at run time in its file;
+    results of papers or benchmarks no longer in the registry keep their stored targets.
+    """
+    from metabench.errors import UnknownNameError
+    from metabench.registry_loader import get_spec
+    from metabench.stats import Interval, judge
+
+    for index, row in frame.iterrows():
+        try:
+            bench = get_spec(row["paper"]).benchmark(row["benchmark"])
+        except UnknownNameError:
+            continue
+        profile = bench.profiles.get(row["profile"])
+        measured = Interval(row["mean"], row["ci95"], int(row["episodes"]), math.nan)
+        judgement = judge(bench.reported, measured)
+        reported = bench.reported
+        frame.loc[index, ["reported", "reported_pm", "pm_kind"]] = (
+            [reported.value, reported.plus_minus, reported.plus_minus_kind] if reported else [math.nan, math.nan, ""]
+        )
+        frame.loc[index, ["difference", "band", "verdict"]] = [judgement.difference, judgement.band, judgement.verdict]
+        if profile is not None:
+            frame.loc[index, ["floor", "min_above_chance"]] = [profile.floor, profile.min_above_chance]
+    return frame
 
 
 def verdict_style(verdict: str) -> str:

@@ -183,6 +183,15 @@ def _progress(console: Console, enabled: bool) -> Progress:
     )
 
 
+def _log_line(bench_id: str, profile: Profile, point: dict[str, float]) -> str:
+    """One plain line per validation point, for logs where no progress bar is drawn."""
+    val = f"  val {point['val_accuracy']:.2f}%" if "val_accuracy" in point else ""
+    return (
+        f"{bench_id} step {point['step']}/{profile.train_episodes}  loss {point['train_loss']:.4f}  "
+        f"train {point['train_accuracy']:.2f}%{val}  {point['seconds']:.0f}s"
+    )
+
+
 @dataclass
 class _TrainState:
     step: int = 0
@@ -304,6 +313,8 @@ def _train(
                             evaluate(model, validation[0], validation[1], profile.eval_batch).mean()
                         )
                     state.curve.append(point)
+                    if not request.progress:
+                        console.print(_log_line(bench.id, profile, point), highlight=False)
                     window_loss, window_acc, window_n = 0.0, 0.0, 0
                 if state.step % profile.checkpoint_every == 0:
                     state.seconds = state.seconds + time.perf_counter() - started
