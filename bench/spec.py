@@ -44,12 +44,7 @@ class Reported:
     row: str
     confidence: Confidence
     variant: str = ""
-
-    @property
-    def decimals(self) -> int:
-        """Digits after the point as printed (98.8 -> 1), which bounds a bare number's precision."""
-        text = repr(self.value)
-        return len(text.split(".")[1]) if "." in text and not text.endswith(".0") else 0
+    decimals: int | None = None
 
 
 @dataclass(frozen=True)
@@ -238,8 +233,11 @@ def _parse_reported(table: _Table) -> Reported:
         row=table.get("row", str),
         variant=table.get("variant", str, ""),
         confidence=table.choice("confidence", get_args(Confidence)),
+        decimals=table.get("decimals", int, None),
     )
     table.reject_unread()
+    if kind == "none" and reported.decimals is None:
+        raise table._fail("decimals", "missing: a bare number needs its printed precision (96.0 -> decimals = 1)")
     return reported
 
 

@@ -10,8 +10,9 @@ with the reported value ``r`` and its allowance ``h_r``. The band is ``r ± (h_r
 ``h_r`` depends on what the paper's ± means: a 95% interval over episodes is used as printed; one
 standard deviation over runs becomes 1.96 standard deviations (where one more run should fall); a ±
 of unstated meaning is used as printed; a bare number allows half a unit of its last printed digit
-(98.8 allows 0.05), since the paper rounded it. For a metric where lower is better (an MSE), "below"
-still means the number is smaller; :func:`is_worse` says which side is a shortfall.
+(98.8 or 96.0 allow 0.05: the spec states the printed decimals), since the paper rounded it. For a
+metric where lower is better (an MSE), "below" still means the number is smaller; :func:`is_worse`
+says which side is a shortfall.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def reported_allowance(reported: Reported) -> float:
         return Z95 * reported.plus_minus
     if reported.plus_minus_kind == "unknown":
         return reported.plus_minus
-    return 0.5 * 10.0 ** (-reported.decimals)
+    return 0.5 * 10.0 ** (-(reported.decimals or 0))
 
 
 @dataclass(frozen=True)

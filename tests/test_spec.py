@@ -1,0 +1,140 @@
+"""Spec validation: malformed specs name their file and key; the registry resolves names or suggests."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from metabench.errors import SpecError, UnknownNameError
+from metabench.registry_loader import all_specs, get_spec, implementation, spec_files
+from metabench.spec import load_spec_file, parse_spec
+
+PROTONET = Path(__file__).resolve().parents[1] / "registry" / "protonet.toml"
+
+
+def valid() -> dict[str, Any]:
+    return tomllib.loads(PROTONET.read_text())
+
+
+def parse(data: dict[str, Any], name: str = "protonet.toml") -> None:
+    parse_spec(data, Path(name))
+
+
+def test_packaged_registry_loads_every_spec() -> None:
+    specs = all_specs()
+    assert "protonet" in specs
+    assert {p.stem for p in spec_files()} == set(specs)
+    for spec in specs.values():
+        assert spec.benchmarks and implementation(spec)
+
+
+def test_profiles_inherit_spec_defaults_and_benchmark_overrides() -> None:
+    bench = get_spec("protonet").benchmark("omniglot-20w5s")
+    paper = bench.profile("paper")
+    assert (paper.train_ways, paper.train_shots, paper.train_queries) == (60, 5, 5)
+    assert paper.test_episodes == 1000 and paper.lr == 0.001 and paper.lr_decay_every == 2000
+    assert bench.profile("smoke").min_above_chance == 15.0
+
+
+def mutate(path: list[Any], value: Any = None, delete: bool = False) -> dict[str, Any]:
+    data = copy.deepcopy(valid())
+    target = data
+    for step in path[:-1]:
+        target = target[step]
+    if delete:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (mutate(["title"], delete=True), "protonet.toml.title: missing"),
+        (mutate(["year"], "2017"), "protonet.toml.year: expected an integer, found str"),
+        (mutate(["colour"], "blue"), "protonet.toml.colour: unknown key"),
+        (mutate(["implementation"], "no_colon"), "protonet.toml.implementation"),
+        (mutate(["benchmarks", 0, "ways"], delete=True), "benchmarks[omniglot-5w1s].ways: missing"),
+        (mutate(["benchmarks", 0, "ways"], 1), "benchmarks[omniglot-5w1s].ways: an episode needs at least 2"),
+        (mutate(["benchmarks", 0, "shots"], 0), "benchmarks[omniglot-5w1s].shots: must be a positive"),
+        (mutate(["benchmarks", 0, "transductive"], "no"), "transductive: expected true/false"),
+        (mutate(["benchmarks", 0, "metric"], "f1"), "metric: 'f1' is not one of"),
+        (mutate(["benchmarks", 0, "reported", "plus_minus_kind"], "sd"), "reported.plus_minus_kind"),
+        (mutate(["benchmarks", 0, "reported", "decimals"], delete=True), "reported.decimals: missing"),
+        (mutate(["benchmarks", 0, "reported", "plus_minus"], 0.4), "reported.plus_minus: is set but"),
+        (mutate(["benchmarks", 0, "reported", "confidence"], "LOW"), "reported.confidence"),
+        (mutate(["benchmarks", 0, "profiles", "quick", "floor"], delete=True), "profiles.quick.floor: missing"),
+        (mutate(["benchmarks", 0, "profiles", "quick", "lr"], "fast"), "profiles.quick.lr: expected a number"),
+        (mutate(["benchmarks", 0, "profiles", "quick", "test_episodes"], 100), "test_episodes: 100 is too few"),
+        (mutate(["benchmarks", 0, "profiles", "quick", "tset_episodes"], 600), "quick.tset_episodes: unknown key"),
+        (mutate(["benchmarks", 0, "profiles", "turbo"], {}), "profiles.turbo: unknown profile"),
+        (mutate(["profiles", "smoke", "min_above_chance"], delete=True), "smoke.min_above_chance: missing"),
+        (mutate(["profiles", "paper", "optimizer"], "lbfgs"), "paper.optimizer: 'lbfgs' is not one of"),
+        (mutate(["benchmarks"], []), "protonet.toml.benchmarks: empty"),
+        (mutate(["key"], "protonets"), "differs from the file name"),
+    ],
+)
+def test_malformed_spec_names_file_and_key(data: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse(data)
+    assert fragment in str(caught.value)
+    assert str(caught.value).startswith("protonet.toml")
+
+
+def test_duplicate_benchmark_ids_are_refused() -> None:
+    data = valid()
+    data["benchmarks"].append(copy.deepcopy(data["benchmarks"][0]))
+    with pytest.raises(SpecError, match="duplicate id 'omniglot-5w1s'"):
+        parse(data)
+
+
+def test_paper_count_of_test_episodes_is_the_minimum_when_larger_than_600() -> None:
+    data = mutate(["benchmarks", 0, "profiles", "quick", "test_episodes"], 800)
+    with pytest.raises(SpecError, match="at least 1000"):
+        parse(data)
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("key = \n")
+    with pytest.raises(SpecError, match=r"broken.toml: not valid TOML"):
+        load_spec_file(broken)
+
+
+def test_unknown_paper_suggests_the_closest(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UnknownNameError) as caught:
+        get_spec("protonets")
+    assert "did you mean 'protonet'" in str(caught.value)
+
+
+def test_unknown_benchmark_and_profile_suggest() -> None:
+    spec = get_spec("protonet")
+    with pytest.raises(UnknownNameError, match="did you mean 'omniglot-5w1s'"):
+        spec.benchmark("omniglot-5w1")
+    with pytest.raises(UnknownNameError, match="quick"):
+        spec.benchmark("omniglot-5w1s").profile("quik")
+
+
+def test_extra_registry_folder_adds_specs_and_refuses_duplicates(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    text = PROTONET.read_text().replace('key = "protonet"', 'key = "myprotonet"')
+    (tmp_path / "myprotonet.toml").write_text(text)
+    monkeypatch.setenv("METABENCH_REGISTRY", str(tmp_path))
+    assert get_spec("myprotonet").benchmark("omniglot-5w1s").ways == 5
+    (tmp_path / "protonet.toml").write_text(PROTONET.read_text())
+    with pytest.raises(SpecError, match="already defined"):
+        all_specs()
+
+
+def test_model_table_is_checked_against_the_reproductions_settings() -> None:
+    from metabench.reproduction import TaskInfo
+
+    cls = implementation(get_spec("protonet"))
+    with pytest.raises(SpecError, match=r"model.hiden: PrototypicalNetwork has no such setting"):
+        cls.build({"hiden": 64}, TaskInfo(1, 28, 5, 1))
