@@ -50,8 +50,8 @@ def load_results(*paths: str | Path) -> pd.DataFrame:
 def load_model(result_path: str | Path, device: str = "cpu") -> Reproduction:
     """The trained model a run saved beside its result JSON, in evaluation mode."""
     result = results.read(Path(result_path))
-    weights = Path(result_path).with_name(result.get("weights") or "")
-    if not result.get("weights") or not weights.is_file():
+    weights = Path(result_path).with_name(result.get("weights") or "no-weights-recorded")
+    if not weights.is_file():
         raise MetabenchError(
             f"{result_path}: the run's weights ({weights.name}) are not beside it",
             "weights stay on the machine that ran it; re-run the recorded command",

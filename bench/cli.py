@@ -40,9 +40,9 @@ def _friendly(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except MetabenchError as error:
-            err.print(f"[bold red]error:[/] {error.message}", highlight=False)
+            err.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
             if error.hint:
-                err.print(f"  {error.hint}", highlight=False)
+                err.print(f"  {error.hint}", highlight=False, soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/]")
@@ -293,7 +293,9 @@ def check(
         out.print(f"[green]all {len(outcome)} results pass[/]")
         return
     for row in failures.itertuples():
-        err.print(f"[red]FAIL[/] {row.paper} {row.benchmark} ({row.profile}): {row.reason}", highlight=False)
+        err.print(
+            f"[red]FAIL[/] {row.paper} {row.benchmark} ({row.profile}): {row.reason}", highlight=False, soft_wrap=True
+        )
     raise typer.Exit(1)
 
 

@@ -9,6 +9,7 @@ from exactly where it stopped; a result file exists only for a finished run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -194,9 +195,14 @@ def _log_line(bench_id: str, profile: Profile, point: dict[str, float]) -> str:
 
 @dataclass
 class _TrainState:
+    """What a checkpoint restores so that a resumed run trains and logs exactly as an uninterrupted one."""
+
     step: int = 0
     seconds: float = 0.0
     curve: list[dict[str, float]] = field(default_factory=list)
+    window_loss: float = 0.0
+    window_accuracy: float = 0.0
+    window_steps: int = 0
 
 
 def _train(
@@ -247,27 +253,24 @@ def _train(
         scheduler.load_state_dict(saved["scheduler"])
         sampler.restore(saved["sampler"])
         torch.set_rng_state(saved["torch_rng"])
-        state = _TrainState(saved["step"], saved["seconds"], saved["curve"])
+        state = _TrainState(**saved["state"])
         console.print(f"Resuming from step {state.step} of {profile.train_episodes} ({ckpt})")
 
-    def save() -> None:
+    def save(sampler_state: torch.Tensor, rng_state: torch.Tensor) -> None:
         atomic_torch_save(
             {
                 "fingerprint": fingerprint,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "sampler": sampler.state(),
-                "torch_rng": torch.get_rng_state(),
-                "step": state.step,
-                "seconds": state.seconds,
-                "curve": state.curve,
+                "sampler": sampler_state,
+                "torch_rng": rng_state,
+                "state": dataclasses.asdict(state),
             },
             ckpt,
         )
 
     model.train()
-    window_loss, window_acc, window_n = 0.0, 0.0, 0
     stop_at = (
         profile.train_episodes
         if request.stop_after is None
@@ -276,8 +279,11 @@ def _train(
     with _progress(console, request.progress) as bar:
         task = bar.add_task(f"{bench.id} train", total=profile.train_episodes, completed=state.step, status="")
         started = time.perf_counter()
+        step_sampler, step_rng = sampler.state(), torch.get_rng_state()
         try:
             while state.step < stop_at:
+                # An interrupted step is redone from these states, so resuming draws the same batches.
+                step_sampler, step_rng = sampler.state(), torch.get_rng_state()
                 batch = sampler.sample(profile.meta_batch)
                 out = model.meta_loss(batch)
                 if not torch.isfinite(out.loss):
@@ -290,23 +296,27 @@ def _train(
                 optimizer.step()
                 scheduler.step()
                 state.step += 1
-                window_loss += float(out.loss.detach())
-                window_acc += float(out.accuracy)
-                window_n += 1
+                state.window_loss += float(out.loss.detach())
+                state.window_accuracy += float(out.accuracy)
+                state.window_steps += 1
+                step_sampler, step_rng = sampler.state(), torch.get_rng_state()
                 elapsed = state.seconds + time.perf_counter() - started
                 rate = state.step * profile.meta_batch / max(elapsed, 1e-9)
                 bar.update(
                     task,
                     completed=state.step,
-                    status=(f"loss {window_loss / window_n:.3f}  acc {window_acc / window_n:5.1f}%  {rate:6.1f} ep/s"),
+                    status=(
+                        f"loss {state.window_loss / state.window_steps:.3f}  "
+                        f"acc {state.window_accuracy / state.window_steps:5.1f}%  {rate:6.1f} ep/s"
+                    ),
                 )
                 if state.step % profile.val_every == 0 or state.step == profile.train_episodes:
                     point = {
                         "step": state.step,
                         "episodes": state.step * profile.meta_batch,
                         "seconds": round(elapsed, 3),
-                        "train_loss": window_loss / window_n,
-                        "train_accuracy": window_acc / window_n,
+                        "train_loss": state.window_loss / state.window_steps,
+                        "train_accuracy": state.window_accuracy / state.window_steps,
                     }
                     if validation is not None:
                         point["val_accuracy"] = float(
@@ -315,14 +325,14 @@ def _train(
                     state.curve.append(point)
                     if not request.progress:
                         console.print(_log_line(bench.id, profile, point), highlight=False)
-                    window_loss, window_acc, window_n = 0.0, 0.0, 0
+                    state.window_loss, state.window_accuracy, state.window_steps = 0.0, 0.0, 0
                 if state.step % profile.checkpoint_every == 0:
                     state.seconds = state.seconds + time.perf_counter() - started
                     started = time.perf_counter()
-                    save()
+                    save(step_sampler, step_rng)
         except BaseException as error:
             state.seconds += time.perf_counter() - started
-            save()
+            save(step_sampler, step_rng)
             if isinstance(error, KeyboardInterrupt):
                 raise InterruptedRun(
                     f"interrupted at step {state.step}; checkpoint saved to {ckpt}",
@@ -330,7 +340,7 @@ def _train(
                 ) from None
             raise
         state.seconds += time.perf_counter() - started
-    save()
+    save(sampler.state(), torch.get_rng_state())
     if state.step < profile.train_episodes:
         raise InterruptedRun(
             f"stopped after step {state.step} of {profile.train_episodes} (--stop-after); checkpoint saved to {ckpt}",

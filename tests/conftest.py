@@ -20,6 +20,11 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     if not os.environ.get("METABENCH_DATA") and SHARED_DATA.is_dir():
         os.environ["METABENCH_DATA"] = str(SHARED_DATA)
+    os.environ.setdefault("COLUMNS", "200")  # rich sizes its consoles when the CLI module is imported
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)  # two workers on two cores: more threads each only spin against each other
     if not os.environ.get("METABENCH_CACHE"):
         os.environ["METABENCH_CACHE"] = str(Path(tempfile.gettempdir()) / f"metabench-test-cache-{os.getuid()}")
 

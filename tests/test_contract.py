@@ -1,0 +1,71 @@
+"""The contract every registry entry meets, so a new paper is tested the moment its spec exists.
+
+For each benchmark of each spec: the spec loads and names an importable reproduction; the smoke
+profile runs end to end through the real runner; its result validates against the schema and records
+the frozen episodes' digest; accuracy clears chance by the margin the spec states; and learning
+happened: the trained model beats the same model untrained on the same frozen episodes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import metabench
+from metabench import results
+from metabench.data import load_parts
+from metabench.episodes import EpisodeShape, freeze
+from metabench.evaluate import evaluate
+from metabench.registry_loader import all_specs, implementation
+from metabench.reproduction import TaskInfo
+
+CASES = [(spec.key, bench.id) for spec in all_specs().values() for bench in spec.benchmarks]
+
+
+@pytest.mark.parametrize(("paper", "benchmark"), CASES)
+def test_spec_loads_with_every_profile(paper: str, benchmark: str) -> None:
+    spec = metabench.load_spec(paper)
+    bench = spec.benchmark(benchmark)
+    assert set(bench.profiles) == {"smoke", "quick", "paper"}
+    assert bench.profile("quick").floor is not None and bench.profile("smoke").min_above_chance is not None
+    cls = implementation(spec)
+    task = TaskInfo(1, bench.image_size, bench.ways, bench.shots)
+    for profile in bench.profiles.values():
+        assert isinstance(cls.build(profile.model, task), torch.nn.Module)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize(("paper", "benchmark"), CASES)
+def test_smoke_run_completes_validates_and_learns(paper: str, benchmark: str, data_dir: Path, tmp_path: Path) -> None:
+    _, path = metabench.run_benchmark(paper, benchmark=benchmark, profile="smoke", output=tmp_path)
+    stored = results.read(path)
+    assert stored["paper"] == paper and stored["benchmark"] == benchmark
+    assert stored["test_episodes"]["count"] == len(stored["scores"])
+    assert not list(tmp_path.glob(".checkpoints/*")), "a finished run leaves no checkpoint"
+
+    bench = metabench.load_spec(paper).benchmark(benchmark)
+    smoke = bench.profile("smoke")
+    assert stored["summary"]["mean"] >= bench.chance + smoke.min_above_chance, "smoke training clears chance"
+
+    banks = load_parts(bench.dataset, bench.split, bench.image_size, progress=False)
+    test_bank = banks[bench.test_part]
+    frozen = freeze(
+        test_bank,
+        EpisodeShape(bench.ways, bench.shots, bench.queries),
+        smoke.test_episodes,
+        bench.test_seed,
+        {"dataset": bench.dataset, "split": bench.split, "part": bench.test_part, "image_size": bench.image_size},
+    )
+    assert frozen.digest == stored["test_episodes"]["digest"], "the result names the frozen episodes it used"
+
+    trained = metabench.load_model(path)
+    torch.manual_seed(stored["seed"])
+    untrained = implementation(metabench.load_spec(paper)).build(
+        smoke.model, TaskInfo(1, bench.image_size, bench.ways, bench.shots)
+    )
+    trained_scores = evaluate(trained, frozen, test_bank, smoke.eval_batch)
+    untrained_scores = evaluate(untrained, frozen, test_bank, smoke.eval_batch)
+    assert torch.allclose(trained_scores, torch.tensor(stored["scores"], dtype=torch.float64), atol=1e-3)
+    assert trained_scores.mean() > untrained_scores.mean() + 2.0, "training improved on the initial model"
