@@ -385,6 +385,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         console.print(f"No checkpoint at {ckpt}; starting from step 0")
 
     wall_started = time.perf_counter()
+    git = provenance.git_state()  # the code that runs is the code at the start, whatever is edited meanwhile
     banks = _Banks(bench, request, device)
     test_bank = banks.get(bench.test_part, f"{bench.id}.test_part")
     shape = EpisodeShape(bench.ways, bench.shots, bench.queries)
@@ -471,7 +472,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
             "eval_episodes_per_second": frozen.count / max(eval_seconds, 1e-9),
         },
         "environment": provenance.machine(device),
-        "git": provenance.git_state(),
+        "git": git,
         "command": request.command,
         "created": created,
         "weights": weights.name,
