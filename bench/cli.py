@@ -81,6 +81,27 @@ DataDir = Annotated[
 ]
 
 
+ResultPaths = Annotated[
+    list[Path] | None, typer.Argument(help="Result files or folders (default: results/).", show_default=False)
+]
+PaperFilter = Annotated[str | None, typer.Option(help="Only this paper.")]
+
+
+def _selected(paths: list[Path] | None, paper: str | None, profile: ProfileName | None) -> Any:
+    from metabench import compare as comparing
+
+    return comparing.load_frame(paths or [Path("results")], paper=paper, profile=profile.value if profile else None)
+
+
+def _archives_of(dataset: str) -> Any:
+    from metabench.data import archives
+    from metabench.errors import UnknownNameError, did_you_mean
+
+    if dataset not in archives.CATALOGUE:
+        raise UnknownNameError(f"unknown dataset {dataset!r}", did_you_mean(dataset, list(archives.CATALOGUE)))
+    return archives.CATALOGUE[dataset]
+
+
 def _reported_text(reported: Any) -> str:
     if reported is None:
         return "no target"
@@ -242,14 +263,17 @@ def _print_outcome(result: dict[str, Any], path: Path) -> None:
 @app.command()
 @_friendly
 def compare(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Result files or folders (default: results/).")] = None,
-    paper: Annotated[str | None, typer.Option(help="Only this paper.")] = None,
+    paths: ResultPaths = None,
+    paper: PaperFilter = None,
     profile: Annotated[ProfileName | None, typer.Option(help="Only this profile.")] = None,
     format: Annotated[Format, typer.Option("--format", help="table, markdown, csv or json.")] = Format.table,
     output: Annotated[Path | None, typer.Option(help="Write to this file instead of the terminal.")] = None,
     paired: Annotated[
         tuple[Path, Path] | None,
         typer.Option(help="Compare two results on the same frozen episodes: --paired A.json B.json"),
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also write a PNG of validation accuracy against training time.")
     ] = None,
 ) -> None:
     """Every result against its paper: reported, reproduced with interval, difference, verdict."""
@@ -259,7 +283,9 @@ def compare(
         text = comparing.paired_report(*paired)
         _emit(text, output)
         return
-    frame = comparing.load_frame(paths or [Path("results")], paper=paper, profile=profile.value if profile else None)
+    frame = _selected(paths, paper, profile)
+    if plot is not None:
+        err.print(f"wrote {comparing.plot_curves(frame, plot)}")
     if format is Format.table and output is None:
         out.print(comparing.rich_table(frame))
         return
@@ -278,15 +304,14 @@ def _emit(text: str, output: Path | None) -> None:
 @app.command()
 @_friendly
 def check(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Result files or folders (default: results/).")] = None,
-    paper: Annotated[str | None, typer.Option(help="Only this paper.")] = None,
+    paths: ResultPaths = None,
+    paper: PaperFilter = None,
     profile: Annotated[ProfileName | None, typer.Option(help="Only this profile.")] = None,
 ) -> None:
     """Exit 1 when a result falls short: paper runs below the reported band, quick runs below their floor."""
     from metabench import compare as comparing
 
-    frame = comparing.load_frame(paths or [Path("results")], paper=paper, profile=profile.value if profile else None)
-    outcome = comparing.check(frame)
+    outcome = comparing.check(_selected(paths, paper, profile))
     out.print(comparing.check_table(outcome))
     failures = outcome[~outcome["passed"]]
     if failures.empty:
@@ -311,11 +336,7 @@ def data_verify(
     names = [dataset] if dataset else list(archives.CATALOGUE)
     problems = 0
     for name in names:
-        if name not in archives.CATALOGUE:
-            from metabench.errors import UnknownNameError, did_you_mean
-
-            raise UnknownNameError(f"unknown dataset {name!r}", did_you_mean(name, list(archives.CATALOGUE)))
-        for archive in archives.CATALOGUE[name]:
+        for archive in _archives_of(name):
             path = archives.locate(archive, data_dir)
             if path is None:
                 out.print(f"[yellow]missing[/]  {name}/{archive.filename}")
@@ -360,13 +381,6 @@ def data_download(
 ) -> None:
     """Fetch a dataset's archives into the cache (skipping any already present and verified)."""
     from metabench.data import archives
-    from metabench.errors import UnknownNameError, did_you_mean
 
-    if dataset not in archives.CATALOGUE:
-        raise UnknownNameError(f"unknown dataset {dataset!r}", did_you_mean(dataset, list(archives.CATALOGUE)))
-    for archive in archives.CATALOGUE[dataset]:
+    for archive in _archives_of(dataset):
         out.print(f"[green]ok[/] {archives.fetch(archive, data_dir, download=True, progress=err.is_terminal)}")
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()

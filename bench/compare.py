@@ -27,6 +27,7 @@ COLUMNS = [
     "reported",
     "reported_pm",
     "pm_kind",
+    "reported_decimals",
     "mean",
     "ci95",
     "difference",
@@ -61,6 +62,7 @@ def load_frame(paths: list[Path], paper: str | None = None, profile: str | None 
                 "reported": reported.get("value", math.nan),
                 "reported_pm": reported.get("plus_minus", math.nan),
                 "pm_kind": reported.get("plus_minus_kind", ""),
+                "reported_decimals": reported.get("decimals"),
                 "mean": data["summary"]["mean"],
                 "ci95": data["summary"]["ci95"],
                 "difference": data["verdict"]["difference"],
@@ -107,8 +109,10 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
         measured = Interval(row["mean"], row["ci95"], int(row["episodes"]), math.nan)
         judgement = judge(bench.reported, measured)
         reported = bench.reported
-        frame.loc[index, ["reported", "reported_pm", "pm_kind"]] = (
-            [reported.value, reported.plus_minus, reported.plus_minus_kind] if reported else [math.nan, math.nan, ""]
+        frame.loc[index, ["reported", "reported_pm", "pm_kind", "reported_decimals"]] = (
+            [reported.value, reported.plus_minus, reported.plus_minus_kind, reported.decimals]
+            if reported
+            else [math.nan, math.nan, "", None]
         )
         frame.loc[index, ["difference", "band", "verdict"]] = [judgement.difference, judgement.band, judgement.verdict]
         if profile is not None:
@@ -121,11 +125,14 @@ def verdict_style(verdict: str) -> str:
 
 
 def _reported_cell(row: pd.Series) -> str:
+    """The reported number as the paper printed it: TOML keeps 96.0 as 96, the spec keeps the decimals."""
     if math.isnan(row["reported"]):
         return "—"
+    decimals = row["reported_decimals"]
+    printed = "g" if decimals is None or pd.isna(decimals) else f".{int(decimals)}f"
     if row["pm_kind"] in ("", "none"):
-        return f"{row['reported']:g}"
-    return f"{row['reported']:g} ± {row['reported_pm']:g}"
+        return f"{row['reported']:{printed}}"
+    return f"{row['reported']:{printed}} ± {row['reported_pm']:{printed}}"
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -239,3 +246,45 @@ def paired_report(first: Path, second: Path) -> str:
         + " is better at the 5% level",
     ]
     return "\n".join(lines) + "\n"
+
+
+def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
+    """Validation accuracy against training time, one panel per benchmark, the paper's number dashed.
+
+    Time rather than steps on the x-axis, because time-to-accuracy is what a researcher budgets for.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benchmarks = sorted({(p, b) for p, b in zip(frame["paper"], frame["benchmark"], strict=True)})
+    if not benchmarks:
+        raise MetabenchError("no results to plot", "run a benchmark first, or point compare at a results folder")
+    figure, axes = plt.subplots(1, len(benchmarks), figsize=(4.2 * len(benchmarks), 3.4), squeeze=False)
+    for axis, (paper_key, bench_id) in zip(axes[0], benchmarks, strict=True):
+        rows = frame[(frame["paper"] == paper_key) & (frame["benchmark"] == bench_id)]
+        for _, row in rows.iterrows():
+            curve = results.read(Path(row["path"]))["curve"]
+            points = [(p["seconds"], p["val_accuracy"]) for p in curve if "val_accuracy" in p]
+            if points:
+                seconds, accuracy = zip(*points, strict=True)
+                axis.plot(
+                    seconds,
+                    accuracy,
+                    marker="o",
+                    markersize=3,
+                    label=f"{row['profile']} seed {row['seed']} ({row['device']})",
+                )
+        if not math.isnan(rows["reported"].iloc[0]):
+            axis.axhline(rows["reported"].iloc[0], color="black", linestyle="--", linewidth=1, label="paper")
+        axis.set_title(f"{paper_key} {bench_id}", fontsize=10)
+        axis.set_xlabel("training time (s)")
+        axis.set_ylabel("validation accuracy (%)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=120)
+    plt.close(figure)
+    return output

@@ -125,6 +125,14 @@ def test_compare_writes_every_format(smoke_results: Path, tmp_path: Path, fmt: s
 
 
 @pytest.mark.data
+def test_compare_plots_learning_curves(smoke_results: Path, tmp_path: Path) -> None:
+    target = tmp_path / "curves.png"
+    result = invoke("compare", str(smoke_results), "--plot", str(target))
+    assert result.exit_code == 0
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 5000
+
+
+@pytest.mark.data
 def test_compare_table_and_paired(smoke_results: Path) -> None:
     table = invoke("compare", str(smoke_results))
     assert table.exit_code == 0 and "reported vs reproduced" in table.output

@@ -109,3 +109,13 @@ def test_find_skips_checkpoints_and_hidden_folders(tmp_path: Path) -> None:
     (tmp_path / ".checkpoints").mkdir()
     (tmp_path / ".checkpoints" / "x.json").write_text(json.dumps({}))
     assert [p.name for p in results.find([tmp_path])] == ["a.json"]
+
+
+def test_compare_prints_reported_numbers_with_the_papers_decimals(tmp_path: Path) -> None:
+    from metabench import compare
+
+    data = minimal()
+    data["benchmark"] = "omniglot-20w1s"
+    results.write_atomic(data, tmp_path / "r.json")
+    shown = compare.display_frame(compare.load_frame([tmp_path]))
+    assert shown["reported"].tolist() == ["96.0"]
