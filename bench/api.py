@@ -83,13 +83,21 @@ def evaluate_on_images(
 ) -> ImageEvaluation:
     """Score ``model`` on frozen episodes drawn from the caller's images.
 
-    ``images`` is ``[classes, examples, H, W]`` (or with a channel axis of 1): ``uint8`` 0-255, or float
-    in [0, 1], ink bright on a dark background as in metabench's Omniglot, at the model's image size.
+    ``images`` is ``[classes, examples, H, W]`` (or with a channel axis of 1) for a grayscale model, ink
+    bright on a dark background as in metabench's Omniglot, or ``[classes, examples, C, H, W]`` for a
+    model of ``C`` channels (RGB for miniImageNet); ``uint8`` 0-255, or float in [0, 1], at the model's
+    image size.
     """
-    if images.dim() == 5 and images.shape[2] == 1:
+    channels = model.task.channels
+    if channels == 1 and images.dim() == 5 and images.shape[2] == 1:
         images = images.squeeze(2)
-    if images.dim() != 4:
+    if channels == 1 and images.dim() != 4:
         raise MetabenchError(f"images must be [classes, examples, H, W], got shape {tuple(images.shape)}")
+    if channels != 1 and (images.dim() != 5 or images.shape[2] != channels):
+        raise MetabenchError(
+            f"images must be [classes, examples, {channels}, H, W] for this {channels}-channel model, "
+            f"got shape {tuple(images.shape)}"
+        )
     size = model.task.image_size
     if tuple(images.shape[-2:]) != (size, size):
         raise MetabenchError(

@@ -106,8 +106,8 @@ def _reported_text(reported: Any) -> str:
     if reported is None:
         return "no target"
     if reported.plus_minus_kind == "none":
-        return f"{reported.value:g}"
-    return f"{reported.value:g} ± {reported.plus_minus:g} ({reported.plus_minus_kind})"
+        return str(reported.printed())
+    return f"{reported.printed()} ({reported.plus_minus_kind})"
 
 
 @app.command("list")
@@ -246,7 +246,7 @@ def _print_outcome(result: dict[str, Any], path: Path) -> None:
     style = verdict_style(verdict["verdict"])
     table.add_row("verdict", f"[{style}]{verdict['verdict']}[/]")
     targets = result["targets"]
-    if result["profile"] == "quick":
+    if result["profile"] == "quick" and targets["floor"] is not None:
         table.add_row(
             "quick floor", f"{targets['floor']:g}: {'met' if summary['mean'] >= targets['floor'] else 'MISSED'}"
         )

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from metabench import results
 from metabench.errors import MetabenchError, ResultError
+from metabench.spec import printed_number
 from metabench.stats import is_worse, paired
 
 COLUMNS = [
@@ -125,14 +126,12 @@ def verdict_style(verdict: str) -> str:
 
 
 def _reported_cell(row: pd.Series) -> str:
-    """The reported number as the paper printed it: TOML keeps 96.0 as 96, the spec keeps the decimals."""
     if math.isnan(row["reported"]):
         return "—"
-    decimals = row["reported_decimals"]
-    printed = "g" if decimals is None or pd.isna(decimals) else f".{int(decimals)}f"
+    decimals = None if pd.isna(row["reported_decimals"]) else int(row["reported_decimals"])
     if row["pm_kind"] in ("", "none"):
-        return f"{row['reported']:{printed}}"
-    return f"{row['reported']:{printed}} ± {row['reported_pm']:{printed}}"
+        return printed_number(row["reported"], decimals)
+    return f"{printed_number(row['reported'], decimals)} ± {printed_number(row['reported_pm'], decimals)}"
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -195,6 +194,8 @@ def _check_row(row: pd.Series) -> tuple[bool, str]:
         return True, f"{row['verdict']} ({row['difference']:+.2f})"
     if row["profile"] == "quick":
         floor = row["floor"]
+        if floor is None or pd.isna(floor):
+            return True, "no floor measured for this benchmark (see its floor_note)"
         if row["mean"] < floor:
             return False, f"{row['mean']:.2f} is below the quick floor {floor:g} by {floor - row['mean']:.2f}"
         return True, f"{row['mean']:.2f} >= floor {floor:g}"

@@ -1,8 +1,9 @@
 """N-way K-shot episodes built from index tensors over a class bank on the device.
 
 A :class:`ClassBank` holds every image of one split part as one ``uint8`` tensor ``[classes,
-examples, H, W]`` on the run's device. An episode is two index tensors (which classes, which examples
-of each); gathering them is one indexing operation, with no Python loop per example.
+examples, H, W]`` (grayscale) or ``[classes, examples, C, H, W]`` (e.g. RGB) on the run's device. An
+episode is two index tensors (which classes, which examples of each); gathering them is one indexing
+operation, with no Python loop per example.
 
 Training episodes come from a ``torch.Generator`` on the run's device. Test episodes are *frozen*:
 their indices are drawn on the CPU from a generator seeded by the benchmark's test seed, so the same
@@ -38,7 +39,7 @@ class EpisodeShape:
 
 @dataclass(frozen=True)
 class EpisodeBatch:
-    """A batch of episodes. Images are float in [0, 1], ``[B, n, 1, H, W]``; labels ``[B, n]`` in 0..ways-1.
+    """A batch of episodes. Images are float in [0, 1], ``[B, n, C, H, W]``; labels ``[B, n]`` in 0..ways-1.
 
     Labels are remapped per episode: label ``i`` is the episode's ``i``-th sampled class, and classes
     are sampled in random order, so a label says nothing about the underlying class.
@@ -71,15 +72,31 @@ class EpisodeIndex:
 
 
 class ClassBank:
-    """Every image of one split part, ``uint8 [classes, examples, H, W]``, on one device."""
+    """Every image of one split part on one device: ``uint8 [classes, examples, H, W]`` for grayscale
+    images, ``uint8 [classes, examples, C, H, W]`` for ``C`` channels. The tensor is kept as given (a
+    grayscale bank gets no channel axis), so existing banks and their digests are unchanged.
+    """
 
     def __init__(self, images: Tensor, name: str = "") -> None:
-        if images.dim() != 4 or images.dtype != torch.uint8:
+        if images.dim() not in (4, 5) or images.dtype != torch.uint8:
             raise ValueError(
-                f"a class bank is uint8 [classes, examples, H, W], got {images.dtype} {tuple(images.shape)}"
+                "a class bank is uint8 [classes, examples, H, W] or [classes, examples, C, H, W], "
+                f"got {images.dtype} {tuple(images.shape)}"
             )
         self.images = images
         self.name = name
+
+    @property
+    def channels(self) -> int:
+        """1 for a grayscale ``[classes, examples, H, W]`` bank, else the size of its channel axis."""
+        return 1 if self.images.dim() == 4 else self.images.shape[2]
+
+    def as_float(self, pixels: Tensor) -> Tensor:
+        """Images indexed from :attr:`images` (``[..., H, W]`` or ``[..., C, H, W]``) as float in [0, 1],
+        always with the channel axis: ``[..., C, H, W]``."""
+        if self.images.dim() == 4:
+            pixels = pixels.unsqueeze(-3)
+        return pixels.float().div_(255.0)
 
     @property
     def num_classes(self) -> int:
@@ -119,8 +136,8 @@ class ClassBank:
     def gather(self, index: EpisodeIndex, shape: EpisodeShape) -> EpisodeBatch:
         """Images (float in [0, 1], with a channel axis) and remapped labels of the indexed episodes."""
         index = index.to(self.device)
-        images = self.images[index.classes.unsqueeze(-1), index.examples]  # [B, N, K+Q, H, W]
-        return split_episodes(images.unsqueeze(3).float().div_(255.0), shape)
+        images = self.images[index.classes.unsqueeze(-1), index.examples]  # [B, N, K+Q, (C,) H, W]
+        return split_episodes(self.as_float(images), shape)
 
 
 def split_episodes(values: Tensor, shape: EpisodeShape) -> EpisodeBatch:

@@ -20,7 +20,7 @@ def _embedded_batches(
     flat = bank.images.flatten(0, 1)
     chunks = []
     for start in range(0, flat.shape[0], EMBED_CHUNK):
-        images = flat[start : start + EMBED_CHUNK].unsqueeze(1).float().div_(255.0)
+        images = bank.as_float(flat[start : start + EMBED_CHUNK])  # [n, C, H, W]
         chunks.append(model.embed(images))
     features = torch.cat(chunks).view(bank.num_classes, bank.examples_per_class, *chunks[0].shape[1:])
     for start in range(0, episodes.count, batch_size):

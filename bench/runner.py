@@ -29,6 +29,7 @@ from rich.progress import (
 )
 
 from metabench import provenance, results
+from metabench.data import channels as dataset_channels
 from metabench.data import load_parts
 from metabench.data.cache import atomic_torch_save
 from metabench.episodes import ClassBank, EpisodeSampler, EpisodeShape, FrozenEpisodes, freeze
@@ -394,7 +395,9 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
 
     torch.manual_seed(request.seed)
     cls = implementation(spec)
-    task = TaskInfo(channels=1, image_size=bench.image_size, ways=bench.ways, shots=bench.shots)
+    task = TaskInfo(
+        channels=dataset_channels(bench.dataset), image_size=bench.image_size, ways=bench.ways, shots=bench.shots
+    )
     model = cls.build(
         profile.model, task, where=f"{spec.source.name}.benchmarks[{bench.id}].profiles.{profile.name}.model"
     ).to(device)

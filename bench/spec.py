@@ -46,6 +46,17 @@ class Reported:
     variant: str = ""
     decimals: int | None = None
 
+    def printed(self) -> str:
+        """The number as the paper printed it, with its ± when it has one."""
+        if self.plus_minus_kind == "none":
+            return printed_number(self.value, self.decimals)
+        return f"{printed_number(self.value, self.decimals)} ± {printed_number(self.plus_minus, self.decimals)}"
+
+
+def printed_number(value: float, decimals: int | None) -> str:
+    """``value`` with the paper's decimals: TOML reads 96.0 as 96 and 60.60 as 60.6; the spec keeps them."""
+    return f"{value:g}" if decimals is None else f"{value:.{decimals}f}"
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -141,7 +152,8 @@ class Spec:
     @property
     def citation(self) -> str:
         authors = ", ".join(self.authors)
-        return f"{authors}. {self.title}. {self.venue} {self.year}. arXiv:{self.arxiv}"
+        where = f" arXiv:{self.arxiv}" if self.arxiv else ""
+        return f"{authors}. {self.title}. {self.venue} {self.year}.{where}"
 
 
 class _Table:
@@ -278,8 +290,12 @@ def _parse_profile(name: str, table: _Table, reported: Reported | None) -> Profi
             )
     if name == "smoke" and profile.min_above_chance is None:
         raise table._fail("min_above_chance", "missing: the smoke profile states how far above chance it must end")
-    if name == "quick" and profile.floor is None:
-        raise table._fail("floor", "missing: the quick profile states the floor it must reach (measured)")
+    if name == "quick" and profile.floor is None and not profile.floor_note:
+        raise table._fail(
+            "floor",
+            "missing: the quick profile states the floor it must reach (measured), or a floor_note "
+            "saying why none could be measured (a dataset the user must supply, say)",
+        )
     return profile
 
 
@@ -349,7 +365,7 @@ def parse_spec(data: Mapping[str, Any], source: Path) -> Spec:
         authors=tuple(top.get("authors", list)),
         year=top.get("year", int),
         venue=top.get("venue", str),
-        arxiv=top.get("arxiv", str),
+        arxiv=top.get("arxiv", str, ""),
         implementation=implementation,
         benchmarks=tuple(benchmarks),
         source=source,

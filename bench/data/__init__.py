@@ -2,7 +2,7 @@
 
 ``load_parts`` is the one entry the runner uses: it returns every part of a named split (``train``,
 ``val``, ``test``...) as a :class:`~metabench.episodes.ClassBank` on the CPU; the runner moves the parts
-it needs to the device once.
+it needs to the device once. ``channels`` says how many colour channels a dataset's images have.
 """
 
 from __future__ import annotations
@@ -12,7 +12,12 @@ from pathlib import Path
 from metabench.episodes import ClassBank
 from metabench.errors import MetabenchError, UnknownNameError, did_you_mean
 
-DATASETS = ("omniglot",)
+DATASETS = ("omniglot", "miniimagenet")
+_CHANNELS = {"omniglot": 1, "miniimagenet": 3}
+
+
+def _unknown(dataset: str) -> UnknownNameError:
+    return UnknownNameError(f"unknown dataset {dataset!r}", did_you_mean(dataset, list(DATASETS)))
 
 
 def split_names(dataset: str) -> list[str]:
@@ -20,7 +25,18 @@ def split_names(dataset: str) -> list[str]:
         from metabench.data.omniglot import SPLITS
 
         return list(SPLITS)
-    raise UnknownNameError(f"unknown dataset {dataset!r}", did_you_mean(dataset, list(DATASETS)))
+    if dataset == "miniimagenet":
+        from metabench.data.miniimagenet import SPLITS as MINI_SPLITS
+
+        return list(MINI_SPLITS)
+    raise _unknown(dataset)
+
+
+def channels(dataset: str) -> int:
+    """Colour channels of the dataset's images: 1 for Omniglot (grayscale), 3 for miniImageNet (RGB)."""
+    if dataset not in _CHANNELS:
+        raise _unknown(dataset)
+    return _CHANNELS[dataset]
 
 
 def load_parts(
@@ -32,7 +48,11 @@ def load_parts(
     download: bool = True,
     progress: bool = True,
 ) -> dict[str, ClassBank]:
-    """Every part of ``split`` of ``dataset`` at ``image_size``, as CPU class banks."""
+    """Every part of ``split`` of ``dataset`` at ``image_size``, as CPU class banks.
+
+    ``download`` applies to datasets that can be downloaded; miniImageNet is always read from the
+    user's folder (``data_dir``, ``$METABENCH_DATA`` or the cache; see :mod:`metabench.data.miniimagenet`).
+    """
     names = split_names(dataset)
     if split not in names:
         raise UnknownNameError(f"{dataset} has no split {split!r}", did_you_mean(split, names))
@@ -42,4 +62,9 @@ def load_parts(
         data = omniglot.load_images(image_size, data_dir, download=download, progress=progress)
         parts = omniglot.SPLITS[split](data)
         return {name: ClassBank(omniglot.class_images(data, classes), name) for name, classes in parts.items()}
+    if dataset == "miniimagenet":
+        from metabench.data import miniimagenet
+
+        mini = miniimagenet.load_images(split, image_size, data_dir, progress=progress)
+        return {name: ClassBank(part.images, name) for name, part in mini.items()}
     raise MetabenchError(f"dataset {dataset!r} has no loader")  # pragma: no cover - guarded above
