@@ -271,6 +271,14 @@ def detach_state(state: Any) -> Any:
     raise TypeError(f"cannot detach a state of type {type(state).__name__}")
 
 
+@dataclass
+class Trajectory:
+    """A whole optimisation: the loss before every step, ``[horizon, *loss shape]``, and where it ended."""
+
+    losses: Tensor
+    theta: Tensor
+
+
 def truncated_bptt(
     rule: UpdateRule,
     loss_fn: Callable[[Tensor], Tensor],
@@ -278,14 +286,14 @@ def truncated_bptt(
     horizon: int,
     unroll_length: int,
     meta_step: Callable[[Tensor], None] | None,
-) -> Tensor:
+) -> Trajectory:
     """Optimise ``loss_fn`` for ``horizon`` steps, calling ``meta_step(meta_loss)`` every ``unroll_length``.
 
     The meta-loss of a segment is the sum over its steps of the mean loss over problems, Andrychowicz
     et al.'s objective with all weights 1. Between segments the parameters and the rule's state are
     detached, so backpropagation never reaches further back than one segment. ``meta_step`` owns the
     meta-optimiser (zero grads, backward, clip, step); ``None`` only runs the rule, as at evaluation.
-    Returns the detached loss before every step, ``[horizon, *loss shape]``.
+    The returned losses and parameters are detached.
     """
     theta = theta.detach().requires_grad_()
     state = rule.initial_state(theta.reshape(-1))
@@ -298,7 +306,7 @@ def truncated_bptt(
         seen.append(out.losses.detach())
         theta = out.theta.detach().requires_grad_()
         state = detach_state(out.state)
-    return torch.cat(seen)
+    return Trajectory(torch.cat(seen), theta.detach())
 
 
 # --------------------------------------------------------------------------- networks as vectors

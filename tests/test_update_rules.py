@@ -178,13 +178,17 @@ def test_meta_gradient_reaches_the_lstm_only_within_a_segment() -> None:
         grads = torch.autograd.grad(meta_loss, list(rule.parameters()), allow_unused=True)
         segments.append(torch.cat([g.reshape(-1) for g in grads if g is not None]))
 
-    losses = truncated_bptt(rule, quadratic_loss(w, y), theta0, horizon=10, unroll_length=4, meta_step=meta_step)
+    losses = truncated_bptt(rule, quadratic_loss(w, y), theta0, horizon=10, unroll_length=4, meta_step=meta_step).losses
     assert losses.shape == (10, 4) and not losses.requires_grad
     assert len(segments) == 3  # steps 0-3, 4-7, 8-9
     assert all(bool(s.abs().sum() > 0) for s in segments)
 
     with_cut = truncated_bptt(rule, quadratic_loss(w, y), theta0, horizon=10, unroll_length=4, meta_step=None)
-    torch.testing.assert_close(with_cut, losses)
+    torch.testing.assert_close(with_cut.losses, losses)
+    whole = truncated_bptt(rule, quadratic_loss(w, y), theta0, horizon=10, unroll_length=10, meta_step=None)
+    torch.testing.assert_close(whole.losses, with_cut.losses)  # cutting the graph never changes the path
+    torch.testing.assert_close(whole.theta, with_cut.theta)
+    assert not torch.allclose(with_cut.theta, theta0)
 
 
 def test_truncated_bptt_meta_training_lowers_the_loss_on_quadratics() -> None:
@@ -199,7 +203,7 @@ def test_truncated_bptt_meta_training_lowers_the_loss_on_quadratics() -> None:
 
     def losses_on_held_out() -> Tensor:
         w, y, theta0 = quadratics(problems=32, seed=999)
-        return truncated_bptt(rule, quadratic_loss(w, y), theta0, horizon=20, unroll_length=20, meta_step=None)
+        return truncated_bptt(rule, quadratic_loss(w, y), theta0, horizon=20, unroll_length=20, meta_step=None).losses
 
     before = losses_on_held_out()
     for seed in range(10):
