@@ -20,7 +20,7 @@ Contents:
   network as a single list of coordinates.
 
 Both papers drop the second derivatives: the gradient the rule reads is treated as an input, not a
-function of earlier updates (Andrychowicz et al. section 2, Ravi & Larochelle section 3.2). The loss
+function of earlier updates (both papers state this simplification). The loss
 still depends on the rule's weights through the parameters it produced, so meta-training works; it
 only forgoes the Hessian-vector products, as the papers did. ``second_order=True`` keeps them.
 """
@@ -41,7 +41,7 @@ PREPROCESS_P = 10.0
 
 
 def preprocess_gradient(x: Tensor, p: float = PREPROCESS_P) -> Tensor:
-    """Two features per coordinate, ``[..., 2]``: Andrychowicz et al., appendix A.
+    """Two features per coordinate, ``[..., 2]``: the appendix of Andrychowicz et al.
 
     ``(log|x| / p, sign x)`` when ``|x| >= e^-p``, else ``(-1, e^p x)``. Both pieces meet at the
     threshold (``log(e^-p)/p = -1``), and very small values keep their sign and size in the second
@@ -145,16 +145,17 @@ class MetaLSTMState:
 
 
 class MetaLSTMCell(nn.Module):
-    """Ravi & Larochelle's update cell, equations (2) and (3) of their paper::
+    """Ravi & Larochelle's update cell, in the form their code uses::
 
         f_t = sigmoid(W_F [x_t, theta_{t-1}, f_{t-1}] + b_F)
         i_t = sigmoid(W_I [x_t, theta_{t-1}, i_{t-1}] + b_I)
         theta_t = f_t * theta_{t-1} + i_t * (-grad_t)
 
     per coordinate, with ``W_F``, ``W_I``, ``b_F``, ``b_I`` shared by all coordinates; ``x_t`` is what
-    the layer below read from the gradient and loss. The biases start as in the official code (forget
-    in [4, 6], so ``f`` is near 1 and nothing is forgotten; input in [-5, -4], so ``i`` is a small
-    learning rate) and the weights near zero, so training starts close to SGD with a small step.
+    the layer below read from the gradient and loss (the paper writes the gradient and loss there).
+    The biases start as in the common PyTorch port of the official code (forget in [4, 6], so ``f``
+    is near 1 and nothing is forgotten; input in [-5, -4], so ``i`` is a small learning rate) and the
+    weights near zero, so training starts close to SGD with a small step.
     """
 
     def __init__(self, input_size: int) -> None:
