@@ -292,6 +292,20 @@ def test_data_download_verify_and_info_for_mnist(
     assert "t10k-labels-idx1-ubyte.gz" in info.output and "mnist-uint8-" in info.output
 
 
+def test_data_verify_reports_a_corrupt_mnist_file(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + b"\x00" * 8))
+    result = runner.invoke(app, ["data", "verify", "mnist", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert sum(line.startswith("missing") for line in lines) == 3
+    assert sum(line.startswith("corrupt") for line in lines) == 1
+    report = " ".join(result.output.split())  # rich wraps long lines at the console width
+    assert f"corrupt {folder / 't10k-labels-idx1-ubyte.gz'}: " in report
+    assert "expected content digest" in report
+
+
 MANGLED = {
     "truncated": (lambda raw: raw[: len(raw) // 2], "corrupt or truncated"),
     "bit-flipped": (flip_gzip_bytes, "downloaded from"),
