@@ -184,7 +184,7 @@ class MetaLSTMCell(nn.Module):
 class MetaLearner(nn.Module):
     """Ravi & Larochelle's two-layer meta-learner: an ordinary LSTM, then the :class:`MetaLSTMCell`.
 
-    The first layer (``hidden_size`` units, 20 in the official code) reads four features per
+    The first layer (``hidden_size`` units, 20 in the common PyTorch port) reads four features per
     coordinate, the preprocessed loss and gradient; its hidden state is the ``x_t`` of the update
     cell's gates. The learner's initial parameters (the update cell's ``c_0``) are meta-learned too,
     but they belong to the learner and are passed in as ``theta``.
@@ -198,7 +198,7 @@ class MetaLearner(nn.Module):
         self.hidden_size = hidden_size
 
     def initial_state(self, theta: Tensor) -> MetaLSTMState:
-        """Zero first-layer state and zero previous gates, as in the official code."""
+        """Zero first-layer state and zero previous gates, as in the common PyTorch port."""
         n = theta.numel()
         return MetaLSTMState(_zeros_state([self.hidden_size], n, theta), theta.new_zeros(n), theta.new_zeros(n))
 
