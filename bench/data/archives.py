@@ -47,7 +47,9 @@ class Archive:
 
     ``content_sha256`` is :func:`content_digest`'s value, not the sha256 of the file, so that any
     faithful copy verifies. ``size`` is the byte size of the file as officially distributed, shown to
-    users but never checked, because mirrors and re-packed copies differ in size.
+    users but never checked, because mirrors and re-packed copies differ in size. ``mirrors`` are
+    further addresses tried in order when ``url`` fails (a dead host, a truncated or wrong file): one
+    host going away must not make a dataset impossible to download.
     """
 
     dataset: str
@@ -55,6 +57,12 @@ class Archive:
     url: str
     content_sha256: str
     size: int | None = None
+    mirrors: tuple[str, ...] = ()
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every official address, the primary one first."""
+        return (self.url, *self.mirrors)
 
 
 # --------------------------------------------------------------------------- digests
@@ -231,12 +239,16 @@ def fetch(archive: Archive, data_dir: Path | None = None, *, download: bool = Tr
 # --------------------------------------------------------------------------- downloading
 
 
-def _source_url(archive: Archive) -> str:
-    """The official URL, or ``$METABENCH_MIRROR/<dataset>/<filename>`` when a mirror is set."""
+def _source_urls(archive: Archive) -> tuple[str, ...]:
+    """The official addresses in order, or only ``$METABENCH_MIRROR/<dataset>/<filename>`` when set.
+
+    A mirror the user names replaces the official addresses rather than preceding them, so a test or
+    an air-gapped lab never reaches the internet behind its back.
+    """
     mirror = os.environ.get(_MIRROR_ENV)
     if mirror:
-        return f"{mirror.rstrip('/')}/{archive.dataset}/{archive.filename}"
-    return archive.url
+        return (f"{mirror.rstrip('/')}/{archive.dataset}/{archive.filename}",)
+    return archive.urls
 
 
 def _content_length(response: HTTPResponse) -> int | None:
@@ -324,19 +336,30 @@ def _failure(err: BaseException, url: str, timeout: float) -> str:
     return f"downloading {url} failed: {type(err).__name__}: {err}"
 
 
+def _download_from(archive: Archive, url: str, tmp: Path, final: Path, *, progress: bool, timeout: float) -> None:
+    """One attempt: ``url`` into ``tmp``, checked, renamed to ``final``; ``DataError`` on any failure."""
+    try:
+        _receive(url, tmp, archive.filename, progress=progress, timeout=timeout)
+        _check_download(archive, tmp, url)
+        os.replace(tmp, final)
+    except (OSError, HTTPException, ValueError) as err:
+        raise DataError(_failure(err, url, timeout)) from err
+
+
 def download(archive: Archive, dest_dir: Path, *, progress: bool = True, timeout: float = 60.0) -> Path:
     """Download ``archive`` into ``dest_dir/<filename>``, verified, or raise :class:`DataError`.
 
     The bytes go to a temporary file in ``dest_dir`` (same filesystem, so the final ``os.replace`` is
     atomic) and are renamed only after the content digest matches; on any failure, Ctrl-C included,
-    the temporary file is removed. ``$METABENCH_MIRROR`` replaces the official address with
-    ``<mirror>/<dataset>/<filename>``.
+    the temporary file is removed. The archive's addresses are tried in order until one delivers the
+    catalogued contents; the error, when all fail, says what went wrong at each (on one line).
+    ``$METABENCH_MIRROR`` replaces the official addresses with ``<mirror>/<dataset>/<filename>``.
     """
     dest_dir = Path(dest_dir)
-    url = _source_url(archive)
+    urls = _source_urls(archive)
     hint = f"download it by hand from {archive.url} into {dest_dir}, or pass --data-dir"
-    if url != archive.url:
-        hint += f"; {url} came from ${_MIRROR_ENV}"
+    if urls != archive.urls:
+        hint += f"; {urls[0]} came from ${_MIRROR_ENV}"
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=dest_dir, prefix=".partial-", suffix=f"-{archive.filename}")
@@ -345,20 +368,18 @@ def download(archive: Archive, dest_dir: Path, *, progress: bool = True, timeout
         raise DataError(f"cannot write to {dest_dir}: {err.strerror or err}", hint) from err
     tmp = Path(name)
     final = dest_dir / archive.filename
+    failures: list[DataError] = []
     try:
-        _receive(url, tmp, archive.filename, progress=progress, timeout=timeout)
-        _check_download(archive, tmp, url)
-        os.replace(tmp, final)
-    except DataError as err:
+        for url in urls:
+            try:
+                _download_from(archive, url, tmp, final, progress=progress, timeout=timeout)
+                return final
+            except DataError as err:
+                failures.append(err)
+    finally:
         tmp.unlink(missing_ok=True)
-        raise DataError(err.message, hint) from err
-    except (OSError, HTTPException, ValueError) as err:
-        tmp.unlink(missing_ok=True)
-        raise DataError(_failure(err, url, timeout), hint) from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return final
+    message = "; then ".join(failure.message for failure in failures)
+    raise DataError(message, hint) from failures[-1]
 
 
 # ``fetch`` takes a ``download`` flag, which shadows this module's function inside it.
@@ -368,7 +389,16 @@ _download = download
 # --------------------------------------------------------------------------- catalogue
 
 _OMNIGLOT_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
-_MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+# torchvision's mirrors, in its order: the S3 copy first, because LeCun's page now often refuses
+# downloads; the digest, not the host, decides what is accepted.
+_MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+
+
+def _mnist(filename: str, content_sha256: str) -> Archive:
+    """An MNIST IDX file; ``content_sha256`` is the sha256 of the uncompressed IDX bytes."""
+    primary, *rest = (base + filename for base in _MNIST_URLS)
+    return Archive("mnist", filename, primary, content_sha256, mirrors=tuple(rest))
+
 
 OMNIGLOT_BACKGROUND = Archive(
     dataset="omniglot",
@@ -384,30 +414,10 @@ OMNIGLOT_EVALUATION = Archive(
 )
 
 MNIST_FILES: tuple[Archive, ...] = (
-    Archive(
-        "mnist",
-        "train-images-idx3-ubyte.gz",
-        _MNIST_URL + "train-images-idx3-ubyte.gz",
-        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    ),
-    Archive(
-        "mnist",
-        "train-labels-idx1-ubyte.gz",
-        _MNIST_URL + "train-labels-idx1-ubyte.gz",
-        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    ),
-    Archive(
-        "mnist",
-        "t10k-images-idx3-ubyte.gz",
-        _MNIST_URL + "t10k-images-idx3-ubyte.gz",
-        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    ),
-    Archive(
-        "mnist",
-        "t10k-labels-idx1-ubyte.gz",
-        _MNIST_URL + "t10k-labels-idx1-ubyte.gz",
-        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    ),
+    _mnist("train-images-idx3-ubyte.gz", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+    _mnist("train-labels-idx1-ubyte.gz", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+    _mnist("t10k-images-idx3-ubyte.gz", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+    _mnist("t10k-labels-idx1-ubyte.gz", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
 )
 
 CATALOGUE: dict[str, tuple[Archive, ...]] = {

@@ -1,0 +1,192 @@
+"""Andrychowicz et al.'s protocol: tasks, baselines, tuning, the paired claim and the plot.
+
+The long meta-training that decides the claim is not here; these tests check each piece is what it
+says (a batch of problems is that many separate runs, the MLP is the network its parameters
+describe, every optimizer sees the same minibatches) and that the whole path runs in seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from metabench.reproductions.learned_optimizer import (
+    BASELINES,
+    LEARNED,
+    LR_GRID,
+    MetaTraining,
+    MlpTask,
+    Problems,
+    QuadraticTask,
+    compare,
+    plot_curves,
+    run_baseline,
+    run_experiment,
+    run_learned,
+    tune,
+)
+from metabench.reproductions.update_rules import CoordinateWiseLSTM
+
+
+def toy_mlp_task(hidden: tuple[int, ...] = (5,), activation: str = "sigmoid") -> MlpTask:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(200, 12, generator=generator)
+    labels = (images[:, :3].argmax(-1)).long()
+    return MlpTask(images, labels, hidden=hidden, activation=activation, batch_size=16, classes=3)
+
+
+def test_quadratics_are_the_released_code_s_distribution_and_formula() -> None:
+    problems = QuadraticTask().sample(64, seed=3)
+    again = QuadraticTask().sample(64, seed=3)
+    assert problems.theta0.shape == (64, 10) and torch.equal(problems.theta0, again.theta0)
+    assert float(problems.theta0.std()) == pytest.approx(0.01, rel=0.15)
+    theta = torch.randn(64, 10)
+    loss = problems.make_loss()(theta)
+    assert loss.shape == (64,)
+    torch.testing.assert_close(loss, again.make_loss()(theta))
+    assert not torch.equal(QuadraticTask().sample(64, seed=4).theta0, problems.theta0)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+@pytest.mark.parametrize("hidden", [(5,), (4, 6)])
+def test_mlp_parameters_describe_the_same_network_as_nn_sequential(hidden: tuple[int, ...], activation: str) -> None:
+    task = toy_mlp_task(hidden, activation)
+    theta = torch.randn(3, task.dims)
+    x = torch.randn(3, 7, 12)
+    logits = task.logits(theta, x)
+    for problem in range(3):
+        layers: list[nn.Module] = []
+        offset = 0
+        for index, (fan_in, fan_out) in enumerate(task.shapes):
+            linear = nn.Linear(fan_in, fan_out)
+            with torch.no_grad():
+                linear.weight.copy_(theta[problem, offset : offset + fan_in * fan_out].view(fan_in, fan_out).T)
+                offset += fan_in * fan_out
+                linear.bias.copy_(theta[problem, offset : offset + fan_out])
+                offset += fan_out
+            layers.append(linear)
+            if index < len(task.shapes) - 1:
+                layers.append(nn.Sigmoid() if activation == "sigmoid" else nn.ReLU())
+        assert offset == task.dims
+        torch.testing.assert_close(logits[problem], nn.Sequential(*layers)(x[problem]))
+
+
+def test_every_optimizer_sees_the_same_minibatches() -> None:
+    problems = toy_mlp_task().sample(4, seed=0)
+    first, second = problems.make_loss(), problems.make_loss()
+    theta = problems.theta0
+    sequence = [first(theta) for _ in range(3)]
+    assert [torch.equal(a, second(theta)) for a in sequence] == [True] * 3
+    assert not torch.equal(sequence[0], sequence[1])  # a new minibatch every step
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_a_batch_of_problems_is_that_many_separate_runs(name: str) -> None:
+    batch = QuadraticTask().sample(5, seed=1)
+    together = run_baseline(name, 0.01, batch, steps=15)
+    assert together.shape == (16, 5)
+    for problem in range(5):
+        alone = Problems(batch.theta0[problem : problem + 1], lambda p=problem: _one_quadratic(batch, p))
+        torch.testing.assert_close(run_baseline(name, 0.01, alone, steps=15)[:, 0], together[:, problem])
+
+
+def _one_quadratic(batch: Problems, problem: int):
+    loss = batch.make_loss()
+
+    def single(theta: torch.Tensor) -> torch.Tensor:
+        padded = batch.theta0.clone()
+        padded[problem] = theta[0]
+        return loss(padded)[problem : problem + 1]
+
+    return single
+
+
+def test_sgd_baseline_is_gradient_descent() -> None:
+    problems = QuadraticTask(dims=3).sample(2, seed=0)
+    losses = run_baseline("sgd", 0.05, problems, steps=4)
+    theta = problems.theta0.clone().requires_grad_()
+    loss_fn = problems.make_loss()
+    for step in range(4):
+        loss = loss_fn(theta)
+        torch.testing.assert_close(losses[step], loss.detach())
+        (grad,) = torch.autograd.grad(loss.sum(), theta)
+        theta = (theta - 0.05 * grad).detach().requires_grad_()
+    torch.testing.assert_close(losses[4], loss_fn(theta).detach())
+
+
+def test_tuning_picks_the_best_rate_and_diverged_runs_lose() -> None:
+    problems = QuadraticTask().sample(16, seed=2)
+    best, scores = tune("sgd", problems, steps=30, grid=(1e-4, 1e-2, 10.0))
+    assert scores[10.0] == math.inf
+    assert scores[1e-2] < scores[1e-4]
+    assert best == 1e-2
+    with pytest.raises(ValueError, match="unknown baseline"):
+        tune("lbfgs", problems, steps=1, grid=(0.1,))
+
+
+def test_the_claim_needs_the_whole_interval_below_each_baseline() -> None:
+    generator = torch.Generator().manual_seed(0)
+    base = torch.rand(200, generator=generator) + 1.0
+    final = {
+        LEARNED: base,
+        "clearly_worse": base + 0.5 + 0.01 * torch.randn(200, generator=generator),
+        "tied": base + 0.01 * torch.randn(200, generator=generator),
+    }
+    by_name = {c.baseline: c for c in compare(final, {"clearly_worse": 0.1, "tied": 0.1})}
+    assert by_name["clearly_worse"].holds and by_name["clearly_worse"].mean_difference == pytest.approx(-0.5, abs=0.01)
+    assert not by_name["tied"].holds
+
+
+def test_lr_grid_spans_four_decades_in_half_decades() -> None:
+    assert LR_GRID[0] == pytest.approx(1e-4) and LR_GRID[-1] == 1.0 and len(LR_GRID) == 9
+    assert all(b / a == pytest.approx(math.sqrt(10)) for a, b in itertools.pairwise(LR_GRID))
+
+
+@pytest.mark.parametrize("task", [QuadraticTask(), toy_mlp_task()], ids=["quadratic", "mlp"])
+def test_whole_protocol_runs_and_writes_json_and_png(task, tmp_path: Path) -> None:
+    settings = MetaTraining(horizon=10, unroll=5, iterations=3, problems_per_iteration=8, meta_lr=0.01)
+    result, rule = run_experiment(task, settings, test_problems=12, tune_problems=6, grid=(1e-3, 1e-2, 1e-1))
+    assert len(result.meta_curve) == 3
+    assert set(result.curves) == {LEARNED, *BASELINES}
+    assert all(len(curve) == 11 for curve in result.curves.values())
+    assert {c.baseline for c in result.comparisons} == set(BASELINES)
+    assert result.final[LEARNED]["n"] == 12
+    assert result.curves[LEARNED][-1] == pytest.approx(result.final[LEARNED]["mean"])
+    json.dumps(result.to_json())
+    png = plot_curves(result, tmp_path / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    again, _ = run_experiment(
+        task, settings, rule=rule, test_problems=12, tune_problems=6, baselines=("sgd",), grid=(0.1,)
+    )
+    assert again.meta_curve == [] and again.curves[LEARNED] == result.curves[LEARNED]
+
+
+def test_learned_run_scores_the_same_points_as_the_baselines() -> None:
+    problems = QuadraticTask().sample(4, seed=0)
+
+    class Sgd(CoordinateWiseLSTM):
+        def readout(self, hidden: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+            return -0.01 * grad
+
+    torch.testing.assert_close(
+        run_learned(Sgd(), problems, steps=12, unroll=5), run_baseline("sgd", 0.01, problems, 12)
+    )
+
+
+@pytest.mark.data
+def test_mnist_mlp_task_on_the_real_data() -> None:
+    from metabench.data import mnist
+
+    data = mnist.load(download=False, progress=False)
+    task = MlpTask(data.train.float_images(), data.train.labels)
+    assert task.dims == 784 * 20 + 20 + 20 * 10 + 10
+    losses = run_baseline("adam", 0.01, task.sample(2, seed=0), steps=20)
+    assert float(losses[0].mean()) == pytest.approx(math.log(10), abs=0.05)  # tiny weights: uniform outputs
+    assert float(losses[-1].mean()) < 0.8 * float(losses[0].mean())
