@@ -50,12 +50,17 @@ class ReptileHyperparameters:
     engine: Literal["auto", "batched", "loop"] = "auto"
 
 
-def minibatch_indices(tasks: int, examples: int, batch: int, steps: int, device: torch.device) -> Tensor:
+def minibatch_indices(
+    tasks: int, examples: int, batch: int, steps: int, device: torch.device, generator: torch.Generator | None = None
+) -> Tensor:
     """``[tasks, steps, batch]`` indices: each task's examples reshuffled every pass and cut into consecutive
     mini-batches that may straddle two passes (Reptile's ``_mini_batches`` without replacement)."""
     passes = -(-steps * batch // examples)
-    order = torch.rand(tasks, passes, examples, device=device).argsort(-1).flatten(1)
+    order = torch.rand(tasks, passes, examples, device=device, generator=generator).argsort(-1).flatten(1)
     return order[:, : steps * batch].reshape(tasks, steps, batch)
+
+
+EVAL_ORDER_SEED = 0
 
 
 class Reptile(Reproduction):
@@ -82,10 +87,12 @@ class Reptile(Reproduction):
         v = {k: getattr(self.moments, self._key(k)) for k in params}
         return ({k: torch.zeros_like(p) for k, p in params.items()}, v, int(self.adam_steps))
 
-    def _adapt(self, x: Tensor, y: Tensor, batch: int, steps: int) -> tuple[Params, Params | None]:
+    def _adapt(
+        self, x: Tensor, y: Tensor, batch: int, steps: int, generator: torch.Generator | None = None
+    ) -> tuple[Params, Params | None]:
         hp = self.hparams
         params = {k: p.detach() for k, p in meta_parameters(self.net).items()}
-        indices = minibatch_indices(x.shape[0], x.shape[1], batch, steps, x.device)
+        indices = minibatch_indices(x.shape[0], x.shape[1], batch, steps, x.device, generator)
         adapted, state = adapt(
             self.net,
             params,
@@ -119,8 +126,13 @@ class Reptile(Reproduction):
 
     def predict(self, batch: EpisodeBatch) -> Tensor:
         hp = self.hparams
+        # The mini-batch order at test comes from a fixed seed, so that scoring the same frozen episodes
+        # (in the same batches) twice gives the same numbers, whatever the global random state.
+        generator = torch.Generator(device=batch.support_x.device).manual_seed(EVAL_ORDER_SEED)
         with torch.enable_grad():
-            adapted, _ = self._adapt(batch.support_x, batch.support_y, hp.eval_inner_batch, hp.eval_inner_steps)
+            adapted, _ = self._adapt(
+                batch.support_x, batch.support_y, hp.eval_inner_batch, hp.eval_inner_steps, generator
+            )
         with torch.no_grad():
             if hp.transductive:
                 return forward(self.net, adapted, batch.query_x, hp.engine)
