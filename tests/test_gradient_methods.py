@@ -251,3 +251,47 @@ def test_maml_first_order_flag_reaches_the_engine() -> None:
     g2 = torch.autograd.grad(second.meta_loss(batch).loss, list(second.parameters()))
     g1 = torch.autograd.grad(first.meta_loss(batch).loss, list(first.parameters()))
     assert max(float((a - b).abs().max()) for a, b in zip(g1, g2, strict=True)) > 1e-6
+
+
+# ------------------------------------------------------------------ compare links figures; the speed command
+
+
+def test_compare_links_a_runs_figures() -> None:
+    from metabench.compare import display_frame, render
+
+    frame = pd.DataFrame(
+        [
+            {
+                "paper": "maml",
+                "benchmark": "sinusoid-5shot",
+                "reported": 0.35,
+                "reported_pm": 0.0,
+                "pm_kind": "none",
+                "reported_decimals": 2,
+                "mean": 0.4,
+                "ci95": 0.02,
+                "difference": 0.05,
+                "verdict": "above",
+                "profile": "quick",
+                "episodes": 600,
+                "device": "cpu",
+                "figures": "results/maml/run.png",
+            }
+        ]
+    )
+    assert display_frame(frame)["figures"].tolist() == ["[run.png](results/maml/run.png)"]
+    assert "[run.png](results/maml/run.png)" in render(frame, "markdown")
+    assert "figures" not in display_frame(frame.assign(figures=""))
+
+
+def test_speed_measurement_reports_rates_flops_and_memory() -> None:
+    """A functional check of the benchmark command's measurement (not a timing assertion)."""
+    from metabench.speed import Setting, measure
+
+    row = measure("engine-loop/first", Setting(meta_batch=2, iterations=1, warmup=0))
+    assert row["iterations_per_second"] > 0 and row["gflop_per_iteration"] > 0 and row["peak_memory_mb"] > 0
+    missing = measure("learn2learn/second", Setting(meta_batch=2, iterations=1))
+    try:
+        import learn2learn  # noqa: F401
+    except ImportError:
+        assert missing["skipped"].startswith("not installed")
