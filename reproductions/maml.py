@@ -41,6 +41,9 @@ class MAMLHyperparameters:
     first_order: bool = False
     engine: Literal["auto", "batched", "loop"] = "auto"
     task: Literal["classification", "regression"] = "classification"
+    #: ``fixed``: inner_lr for every step (the paper); ``per-step`` / ``per-parameter``: learnable rates
+    #: initialised to inner_lr, one per training step, or one per step and weight (Meta-SGD style)
+    inner_lr_mode: Literal["fixed", "per-step", "per-parameter"] = "fixed"
 
 
 def build_network(hp: MAMLHyperparameters, task: TaskInfo, outputs: int) -> nn.Module:
@@ -74,6 +77,26 @@ class MAML(Reproduction):
             raise ValueError(f"unknown backbone {hparams.backbone!r}")
         self.regression = hparams.task == "regression"
         self.net = build_network(hparams, task, 1 if self.regression else task.ways)
+        self.rates = nn.ParameterList()
+        if hparams.inner_lr_mode not in ("fixed", "per-step", "per-parameter"):
+            raise ValueError(f"unknown inner_lr_mode {hparams.inner_lr_mode!r}")
+        if hparams.inner_lr_mode != "fixed":
+            for _ in range(hparams.inner_steps):
+                for _, p in self.net.named_parameters():
+                    shape = p.shape if hparams.inner_lr_mode == "per-parameter" else ()
+                    self.rates.append(nn.Parameter(torch.full(shape, hparams.inner_lr)))
+
+    def step_rates(self, steps: int, train: bool) -> float | list[dict[str, Tensor]]:
+        """The inner learning rate(s); learned rates beyond the trained steps repeat the last step's."""
+        if self.hparams.inner_lr_mode == "fixed":
+            return self.hparams.inner_lr
+        names = [k for k, _ in self.net.named_parameters()]
+        per_step = [
+            dict(zip(names, list(self.rates)[i * len(names) : (i + 1) * len(names)], strict=True))
+            for i in range(self.hparams.inner_steps)
+        ]
+        chosen = [per_step[min(i, len(per_step) - 1)] for i in range(steps)]
+        return chosen if train else [{k: r.detach() for k, r in step.items()} for step in chosen]
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """One task's loss: cross-entropy over the ways, or the mean squared error."""
@@ -98,7 +121,7 @@ class MAML(Reproduction):
             batch.support_y,
             self.loss,
             steps=steps,
-            lr=hp.inner_lr,
+            lr=self.step_rates(steps, train),
             first_order=hp.first_order or not train,
             path=hp.engine,
         )

@@ -295,3 +295,14 @@ def test_speed_measurement_reports_rates_flops_and_memory() -> None:
         import learn2learn  # noqa: F401
     except ImportError:
         assert missing["skipped"].startswith("not installed")
+
+
+@pytest.mark.parametrize("mode", ["per-step", "per-parameter"])
+def test_maml_learnable_inner_rates_receive_meta_gradients(mode: str) -> None:
+    torch.manual_seed(0)
+    model = MAML(MAMLHyperparameters(hidden=8, inner_steps=2, inner_lr_mode=mode), TaskInfo(1, 28, 5, 1))  # type: ignore[arg-type]
+    assert len(model.rates) == 2 * len(list(model.net.parameters()))
+    model.meta_loss(_episodes(2)).loss.backward()
+    assert all(r.grad is not None for r in model.rates) and any(float(r.grad.abs().max()) > 0 for r in model.rates)
+    model.eval()
+    assert model.predict(_episodes(2)).shape == (2, 5, 5), "five test steps reuse the last learned rate"
