@@ -68,7 +68,6 @@ def mutate(path: list[Any], value: Any = None, delete: bool = False) -> dict[str
         (mutate(["benchmarks", 0, "reported", "decimals"], delete=True), "reported.decimals: missing"),
         (mutate(["benchmarks", 0, "reported", "plus_minus"], 0.4), "reported.plus_minus: is set but"),
         (mutate(["benchmarks", 0, "reported", "confidence"], "LOW"), "reported.confidence"),
-        (mutate(["benchmarks", 0, "profiles", "quick", "floor"], delete=True), "profiles.quick.floor: missing"),
         (mutate(["benchmarks", 0, "profiles", "quick", "lr"], "fast"), "profiles.quick.lr: expected a number"),
         (mutate(["benchmarks", 0, "profiles", "quick", "test_episodes"], 100), "test_episodes: 100 is too few"),
         (mutate(["benchmarks", 0, "profiles", "quick", "tset_episodes"], 600), "quick.tset_episodes: unknown key"),
@@ -84,6 +83,15 @@ def test_malformed_spec_names_file_and_key(data: dict[str, Any], fragment: str) 
         parse(data)
     assert fragment in str(caught.value)
     assert str(caught.value).startswith("protonet.toml")
+
+
+def test_quick_profile_needs_a_floor_or_a_note_saying_why_none_was_measured() -> None:
+    data = mutate(["benchmarks", 0, "profiles", "quick", "floor"], delete=True)
+    del data["benchmarks"][0]["profiles"]["quick"]["floor_note"]
+    with pytest.raises(SpecError, match=r"protonet.toml.*profiles.quick.floor: missing"):
+        parse(data)
+    data["benchmarks"][0]["profiles"]["quick"]["floor_note"] = "miniImageNet is user-supplied"
+    parse(data)
 
 
 def test_duplicate_benchmark_ids_are_refused() -> None:
