@@ -1,4 +1,4 @@
-"""The ``metabench`` command line: list, show, run, compare, check, data.
+"""The ``metabench`` command line: list, show, run, compare, check, bench, data.
 
 Every user error is a one-line message and exit code 2 (130 for an interrupted run), never a traceback.
 """
@@ -322,6 +322,49 @@ def check(
             f"[red]FAIL[/] {row.paper} {row.benchmark} ({row.profile}): {row.reason}", highlight=False, soft_wrap=True
         )
     raise typer.Exit(1)
+
+
+@app.command("bench")
+@_friendly
+def bench_speed(
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    meta_batch: Annotated[int, typer.Option(help="Tasks per meta-iteration.")] = 32,
+    iterations: Annotated[int, typer.Option(help="Timed meta-iterations per configuration (after 1 warm-up).")] = 5,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
+    json_output: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Speed of MAML's inner loop (Omniglot 5w1s, conv-4): each engine path, first and second order, and
+    learn2learn / higher when installed: meta-iterations/s, GFLOP/s as a share of the matmul rate, peak memory."""
+    import json
+
+    from metabench.speed import Setting, run_all
+
+    report = run_all(Setting(device=device, meta_batch=meta_batch, iterations=iterations, threads=threads))
+    rows = report["rows"]
+    reference = next((r for r in rows if r["config"] == "engine-loop/second" and "skipped" not in r), None)
+    table = Table(
+        title=f"MAML Omniglot 5w1s, meta-batch {meta_batch}, on {report['device']} "
+        f"({report['cpu_threads']} threads; float32 matmul {report['matmul_gflops']:.1f} GFLOP/s)"
+    )
+    for column in ("configuration", "meta-it/s", "x per-task loop", "GFLOP/s", "of matmul", "peak MiB"):
+        table.add_column(column, justify="left" if column == "configuration" else "right")
+    for row in rows:
+        if "skipped" in row:
+            table.add_row(row["config"], f"[yellow]{row['skipped']}[/]", "", "", "", "")
+            continue
+        ratio = row["iterations_per_second"] / reference["iterations_per_second"] if reference else float("nan")
+        table.add_row(
+            row["config"],
+            f"{row['iterations_per_second']:.3f}",
+            f"{ratio:.2f}",
+            f"{row['gflops']:.1f}",
+            f"{row['fraction_of_matmul']:.0%}",
+            f"{row['peak_memory_mb']:.0f}",
+        )
+    out.print(table)
+    out.print(f"engine path chosen by auto on {report['device']}: {report['auto_path']}")
+    if json_output is not None:
+        json_output.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 
 
 @data_app.command("verify")

@@ -45,6 +45,7 @@ COLUMNS = [
     "commit",
     "created",
     "path",
+    "figures",
 ]
 
 
@@ -80,6 +81,8 @@ def load_frame(paths: list[Path], paper: str | None = None, profile: str | None 
                 "commit": data["git"]["commit"][:10],
                 "created": data["created"],
                 "path": str(path),
+                # Figures the run drew (the sinusoid fits), by their path beside the result.
+                "figures": ";".join(str(path.with_name(name)) for name in data.get("figures", [])),
             }
         )
     frame = _with_current_targets(pd.DataFrame(rows, columns=COLUMNS))
@@ -149,6 +152,11 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             "device": frame["device"],
         }
     )
+    if len(frame) and frame["figures"].fillna("").astype(bool).any():
+        shown["figures"] = [
+            " ".join(f"[{Path(f).name}]({f})" for f in str(v).split(";") if f) if isinstance(v, str) else ""
+            for v in frame["figures"]
+        ]
     return shown
 
 
@@ -196,9 +204,18 @@ def _check_row(row: pd.Series) -> tuple[bool, str]:
         floor = row["floor"]
         if floor is None or pd.isna(floor):
             return True, "no floor measured for this benchmark (see its floor_note)"
+        if row["direction"] == "lower":  # for an error metric the floor is a ceiling
+            if row["mean"] > floor:
+                return False, f"{row['mean']:.3f} is above the quick ceiling {floor:g} by {row['mean'] - floor:.3f}"
+            return True, f"{row['mean']:.3f} <= ceiling {floor:g}"
         if row["mean"] < floor:
             return False, f"{row['mean']:.2f} is below the quick floor {floor:g} by {floor - row['mean']:.2f}"
         return True, f"{row['mean']:.2f} >= floor {floor:g}"
+    if row["direction"] == "lower":
+        needed = row["chance"] - row["min_above_chance"]
+        if row["mean"] > needed:
+            return False, f"{row['mean']:.3f} does not beat chance {row['chance']:.2f} - {row['min_above_chance']:g}"
+        return True, f"{row['mean']:.3f} <= chance - {row['min_above_chance']:g}"
     needed = row["chance"] + row["min_above_chance"]
     if row["mean"] < needed:
         return False, f"{row['mean']:.2f} does not clear chance {row['chance']:.1f} + {row['min_above_chance']:g}"

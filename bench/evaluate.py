@@ -1,4 +1,4 @@
-"""Scoring a model on frozen episodes: accuracy per episode, in percent."""
+"""Scoring a model on frozen episodes: accuracy per episode in percent, or mean squared error per task."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from torch import Tensor
 
 from metabench.episodes import ClassBank, EpisodeBatch, FrozenEpisodes, split_episodes
 from metabench.reproduction import Reproduction
+from metabench.tasks import Frozen, TaskSource, frozen_batches
 
 EMBED_CHUNK = 1024
 
@@ -28,14 +29,22 @@ def _embedded_batches(
         yield split_episodes(features[index.classes.unsqueeze(-1), index.examples], episodes.shape)
 
 
+def score(predictions: Tensor, targets: Tensor, metric: str) -> Tensor:
+    """Per-episode scores of ``[B, queries, ...]`` predictions: accuracy (%) of the argmax, or the MSE."""
+    if metric == "mse":
+        return (predictions.to(torch.float64) - targets.to(torch.float64)).pow(2).flatten(1).mean(1)
+    return (predictions.argmax(-1) == targets).to(torch.float64).mean(1).mul(100.0)
+
+
 def evaluate(
     model: Reproduction,
-    episodes: FrozenEpisodes,
-    bank: ClassBank,
+    episodes: Frozen,
+    bank: TaskSource,
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
+    metric: str = "accuracy",
 ) -> Tensor:
-    """Accuracy (%) on each frozen episode, in episode order, as float64 on the CPU.
+    """The metric (accuracy in %, or MSE) on each frozen episode, in episode order, as float64 on the CPU.
 
     The model is put in evaluation mode (batch norm uses running statistics unless the reproduction
     implements a transductive mode itself) and restored to its previous mode afterwards.
@@ -45,13 +54,12 @@ def evaluate(
     scores: list[Tensor] = []
     try:
         with torch.set_grad_enabled(model.needs_grad_at_test):
-            if model.embeds_independently:
+            if model.embeds_independently and isinstance(episodes, FrozenEpisodes) and isinstance(bank, ClassBank):
                 batches, predict = _embedded_batches(model, episodes, bank, batch_size), model.predict_embedded
             else:
-                batches, predict = episodes.batches(bank, batch_size), model.predict
+                batches, predict = frozen_batches(episodes, bank, batch_size), model.predict
             for batch in batches:
-                correct = (predict(batch).argmax(-1) == batch.query_y).to(torch.float64)
-                scores.append(correct.mean(1).mul(100.0).cpu())
+                scores.append(score(predict(batch).detach(), batch.query_y, metric).cpu())
                 if on_batch is not None:
                     on_batch(batch.size)
     finally:

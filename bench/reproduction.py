@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -30,7 +31,8 @@ class TaskInfo:
 
 @dataclass(frozen=True)
 class StepOutput:
-    """A meta-training step's differentiable loss and the training accuracy (%) on its queries."""
+    """A meta-training step's differentiable loss and the training score on its queries: accuracy (%) for
+    classification, the benchmark's metric (e.g. MSE) otherwise. (The field keeps its historical name.)"""
 
     loss: Tensor
     accuracy: Tensor
@@ -87,6 +89,14 @@ class Reproduction(nn.Module):
     def predict_embedded(self, batch: EpisodeBatch) -> Tensor:
         """Like :meth:`predict`, for a batch whose ``support_x``/``query_x`` hold :meth:`embed` outputs."""
         raise NotImplementedError
+
+    def figures(self, batch: EpisodeBatch, result_path: Path) -> list[Path]:
+        """Optional: draw figures of the trained model on the first test batch, beside ``result_path``.
+
+        The runner calls this after evaluation and records the returned files' names in the result, where
+        ``compare`` links them. The default draws nothing.
+        """
+        return []
 
     @property
     def embeds_independently(self) -> bool:

@@ -32,13 +32,14 @@ from metabench import provenance, results
 from metabench.data import channels as dataset_channels
 from metabench.data import load_parts
 from metabench.data.cache import atomic_torch_save
-from metabench.episodes import ClassBank, EpisodeSampler, EpisodeShape, FrozenEpisodes, freeze
+from metabench.episodes import EpisodeShape
 from metabench.errors import InterruptedRun, MetabenchError, UnknownNameError, did_you_mean
 from metabench.evaluate import evaluate
 from metabench.registry_loader import get_spec, implementation
 from metabench.reproduction import Reproduction, TaskInfo
 from metabench.spec import Benchmark, Profile, Spec
 from metabench.stats import judge, mean_interval
+from metabench.tasks import Frozen, TaskSource, freeze_tasks, frozen_batches, make_sampler
 
 VALIDATION_SEED_OFFSET = 1
 
@@ -139,9 +140,9 @@ class _Banks:
             progress=request.progress,
         )
         self.device = device
-        self._on_device: dict[str, ClassBank] = {}
+        self._on_device: dict[str, TaskSource] = {}
 
-    def get(self, part: str, where: str) -> ClassBank:
+    def get(self, part: str, where: str) -> TaskSource:
         if part not in self.cpu:
             raise MetabenchError(f"{where}: split has no part {part!r}", did_you_mean(part, list(self.cpu)))
         if part not in self._on_device:
@@ -167,6 +168,10 @@ def _make_optimizer(model: Reproduction, profile: Profile) -> tuple[torch.optim.
         optimizer = torch.optim.Adam(params, lr=profile.lr)
     else:
         optimizer = torch.optim.SGD(params, lr=profile.lr)
+    if profile.lr_schedule == "linear":
+        total = profile.train_episodes
+        # Reptile's annealing: step i (0-based) uses lr * (1 - i / total), reaching 0 at the end.
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: max(0.0, 1.0 - i / total))
     step = profile.lr_decay_every if profile.lr_decay_every > 0 else 10**12
     return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=profile.lr_decay_factor)
 
@@ -185,12 +190,14 @@ def _progress(console: Console, enabled: bool) -> Progress:
     )
 
 
-def _log_line(bench_id: str, profile: Profile, point: dict[str, float]) -> str:
+def _log_line(bench: Benchmark, profile: Profile, point: dict[str, float]) -> str:
     """One plain line per validation point, for logs where no progress bar is drawn."""
-    val = f"  val {point['val_accuracy']:.2f}%" if "val_accuracy" in point else ""
+    unit = "%" if bench.metric == "accuracy" else f" {bench.metric}"
+    key = f"val_{bench.metric}"
+    val = f"  val {point[key]:.3f}{unit}" if key in point else ""
     return (
-        f"{bench_id} step {point['step']}/{profile.train_episodes}  loss {point['train_loss']:.4f}  "
-        f"train {point['train_accuracy']:.2f}%{val}  {point['seconds']:.0f}s"
+        f"{bench.id} step {point['step']}/{profile.train_episodes}  loss {point['train_loss']:.4f}  "
+        f"train {point[f'train_{bench.metric}']:.3f}{unit}{val}  {point['seconds']:.0f}s"
     )
 
 
@@ -216,12 +223,12 @@ def _train(
     fingerprint: str,
     console: Console,
 ) -> _TrainState:
-    sampler = EpisodeSampler(
+    sampler = make_sampler(
         banks.get(profile.train_part, f"{bench.id}.profiles.{profile.name}.train_part"),
         EpisodeShape(profile.train_ways, profile.train_shots, profile.train_queries),
         seed=request.seed,
     )
-    validation: tuple[FrozenEpisodes, ClassBank] | None = None
+    validation: tuple[Frozen, TaskSource] | None = None
     if profile.val_part:
         val_bank = banks.get(profile.val_part, f"{bench.id}.profiles.{profile.name}.val_part")
         val_key = {
@@ -231,7 +238,7 @@ def _train(
             "image_size": bench.image_size,
         }
         validation = (
-            freeze(
+            freeze_tasks(
                 val_bank,
                 EpisodeShape(bench.ways, bench.shots, bench.queries),
                 profile.val_episodes,
@@ -308,7 +315,7 @@ def _train(
                     completed=state.step,
                     status=(
                         f"loss {state.window_loss / state.window_steps:.3f}  "
-                        f"acc {state.window_accuracy / state.window_steps:5.1f}%  {rate:6.1f} ep/s"
+                        f"{bench.metric} {state.window_accuracy / state.window_steps:6.3g}  {rate:6.1f} ep/s"
                     ),
                 )
                 if state.step % profile.val_every == 0 or state.step == profile.train_episodes:
@@ -317,15 +324,17 @@ def _train(
                         "episodes": state.step * profile.meta_batch,
                         "seconds": round(elapsed, 3),
                         "train_loss": state.window_loss / state.window_steps,
-                        "train_accuracy": state.window_accuracy / state.window_steps,
+                        f"train_{bench.metric}": state.window_accuracy / state.window_steps,
                     }
                     if validation is not None:
-                        point["val_accuracy"] = float(
-                            evaluate(model, validation[0], validation[1], profile.eval_batch).mean()
+                        point[f"val_{bench.metric}"] = float(
+                            evaluate(
+                                model, validation[0], validation[1], profile.eval_batch, metric=bench.metric
+                            ).mean()
                         )
                     state.curve.append(point)
                     if not request.progress:
-                        console.print(_log_line(bench.id, profile, point), highlight=False)
+                        console.print(_log_line(bench, profile, point), highlight=False)
                     state.window_loss, state.window_accuracy, state.window_steps = 0.0, 0.0, 0
                 if state.step % profile.checkpoint_every == 0:
                     state.seconds = state.seconds + time.perf_counter() - started
@@ -391,7 +400,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     test_bank = banks.get(bench.test_part, f"{bench.id}.test_part")
     shape = EpisodeShape(bench.ways, bench.shots, bench.queries)
     test_key = {"dataset": bench.dataset, "split": bench.split, "part": bench.test_part, "image_size": bench.image_size}
-    frozen = freeze(test_bank, shape, profile.test_episodes, bench.test_seed, test_key)
+    frozen = freeze_tasks(test_bank, shape, profile.test_episodes, bench.test_seed, test_key)
 
     torch.manual_seed(request.seed)
     cls = implementation(spec)
@@ -408,7 +417,14 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     with _progress(console, request.progress) as bar:
         task_id = bar.add_task(f"{bench.id} test", total=frozen.count, status=f"{frozen.count} frozen episodes")
         try:
-            scores = evaluate(model, frozen, test_bank, profile.eval_batch, on_batch=lambda n: bar.advance(task_id, n))
+            scores = evaluate(
+                model,
+                frozen,
+                test_bank,
+                profile.eval_batch,
+                on_batch=lambda n: bar.advance(task_id, n),
+                metric=bench.metric,
+            )
         except KeyboardInterrupt:
             raise InterruptedRun(
                 f"interrupted during evaluation; training is checkpointed at {ckpt}",
@@ -421,6 +437,8 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     created = provenance.now()
     path = results.result_path(request.output, spec.key, bench.id, profile.name, request.seed, created)
     weights = path.with_suffix(".pt")
+    # Figures a reproduction draws of its own predictions (the sinusoid fits), beside the result.
+    figures = [f.name for f in model.figures(next(iter(frozen_batches(frozen, test_bank, profile.eval_batch))), path)]
     atomic_torch_save(
         {
             "paper": spec.key,
@@ -479,6 +497,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         "command": request.command,
         "created": created,
         "weights": weights.name,
+        "figures": figures,
     }
     results.write_atomic(result, path)
     ckpt.unlink(missing_ok=True)

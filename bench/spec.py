@@ -24,6 +24,10 @@ PROFILE_NAMES = ("smoke", "quick", "paper")
 PlusMinusKind = Literal["ci95", "std-runs", "unknown", "none"]
 Confidence = Literal["HIGH", "MED"]
 Direction = Literal["higher", "lower"]
+Metric = Literal["accuracy", "mse"]
+#: how the runner's learning rate moves: multiplied by lr_decay_factor every lr_decay_every steps, or
+#: annealed linearly from lr to 0 over the run (Reptile's meta step size)
+LrSchedule = Literal["step", "linear"]
 MIN_TEST_EPISODES = 600
 
 
@@ -82,6 +86,7 @@ class Profile:
     floor: float | None = None
     floor_note: str = ""
     min_above_chance: float | None = None
+    lr_schedule: LrSchedule = "step"
     model: dict[str, Any] = field(default_factory=dict)
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -100,7 +105,7 @@ class Benchmark:
     ways: int
     shots: int
     queries: int
-    metric: str
+    metric: Metric
     direction: Direction
     transductive: bool
     test_part: str
@@ -109,11 +114,21 @@ class Benchmark:
     reported: Reported | None
     profiles: dict[str, Profile]
     notes: str = ""
+    baseline: float | None = None
 
     @property
     def chance(self) -> float:
-        """Accuracy (%) of guessing uniformly among the ways."""
+        """Accuracy (%) of guessing uniformly among the ways; for a regression metric, the spec's ``chance``
+        (the score of a trivial predictor, e.g. the MSE of always predicting 0)."""
+        if self.baseline is not None:
+            return self.baseline
         return 100.0 / self.ways
+
+    def better_than(self, score: float, reference: float, margin: float) -> bool:
+        """Whether ``score`` beats ``reference`` by at least ``margin`` in this metric's direction."""
+        if self.direction == "lower":
+            return score <= reference - margin
+        return score >= reference + margin
 
     def profile(self, name: str) -> Profile:
         from metabench.errors import UnknownNameError, did_you_mean
@@ -277,6 +292,7 @@ def _parse_profile(name: str, table: _Table, reported: Reported | None) -> Profi
         floor=table.get("floor", float, None),
         floor_note=table.get("floor_note", str, ""),
         min_above_chance=table.get("min_above_chance", float, None),
+        lr_schedule=table.choice("lr_schedule", get_args(LrSchedule), "step"),
         model=dict(model),
     )
     table.reject_unread()
@@ -320,7 +336,7 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         ways=table.positive("ways"),
         shots=table.positive("shots"),
         queries=table.positive("queries"),
-        metric=table.choice("metric", ("accuracy",)),
+        metric=table.choice("metric", get_args(Metric)),
         direction=table.choice("direction", get_args(Direction)),
         transductive=table.get("transductive", bool),
         test_part=table.get("test_part", str, "test"),
@@ -329,10 +345,15 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         reported=reported,
         profiles=profiles,
         notes=table.get("notes", str, ""),
+        baseline=table.get("chance", float, None),
     )
     table.reject_unread()
-    if bench.ways < 2:
+    if bench.metric == "accuracy" and bench.ways < 2:
         raise table._fail("ways", "an episode needs at least 2 ways")
+    if bench.metric == "accuracy" and bench.baseline is not None:
+        raise table._fail("chance", "is 100 / ways for accuracy; state it only for a regression metric")
+    if bench.metric != "accuracy" and bench.baseline is None:
+        raise table._fail("chance", f"missing: a {bench.metric} benchmark states the score of a trivial predictor")
     return bench
 
 

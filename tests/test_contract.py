@@ -16,10 +16,11 @@ import torch
 import metabench
 from metabench import results
 from metabench.data import channels, load_parts
-from metabench.episodes import EpisodeShape, freeze
+from metabench.episodes import EpisodeShape
 from metabench.evaluate import evaluate
 from metabench.registry_loader import all_specs, implementation
 from metabench.reproduction import TaskInfo
+from metabench.tasks import freeze_tasks
 
 CASES = [(spec.key, bench.id) for spec in all_specs().values() for bench in spec.benchmarks]
 
@@ -53,11 +54,11 @@ def test_smoke_run_completes_validates_and_learns(
     assert not list(tmp_path.glob(".checkpoints/*")), "a finished run leaves no checkpoint"
 
     smoke = bench.profile("smoke")
-    assert stored["summary"]["mean"] >= bench.chance + smoke.min_above_chance, "smoke training clears chance"
+    assert bench.better_than(stored["summary"]["mean"], bench.chance, smoke.min_above_chance), "smoke beats chance"
 
     banks = load_parts(bench.dataset, bench.split, bench.image_size, data_dir=folder, progress=False)
     test_bank = banks[bench.test_part]
-    frozen = freeze(
+    frozen = freeze_tasks(
         test_bank,
         EpisodeShape(bench.ways, bench.shots, bench.queries),
         smoke.test_episodes,
@@ -71,7 +72,10 @@ def test_smoke_run_completes_validates_and_learns(
     untrained = implementation(metabench.load_spec(paper)).build(
         smoke.model, TaskInfo(channels(bench.dataset), bench.image_size, bench.ways, bench.shots)
     )
-    trained_scores = evaluate(trained, frozen, test_bank, smoke.eval_batch)
-    untrained_scores = evaluate(untrained, frozen, test_bank, smoke.eval_batch)
+    trained_scores = evaluate(trained, frozen, test_bank, smoke.eval_batch, metric=bench.metric)
+    untrained_scores = evaluate(untrained, frozen, test_bank, smoke.eval_batch, metric=bench.metric)
     assert torch.allclose(trained_scores, torch.tensor(stored["scores"], dtype=torch.float64), atol=1e-3)
-    assert trained_scores.mean() > untrained_scores.mean() + 2.0, "training improved on the initial model"
+    # 2 points of accuracy; for an error metric, a tenth of the untrained model's error
+    margin = 2.0 if bench.metric == "accuracy" else 0.1 * float(untrained_scores.mean())
+    improved = bench.better_than(float(trained_scores.mean()), float(untrained_scores.mean()), margin)
+    assert improved, "training improved on the initial model"

@@ -8,12 +8,16 @@ it needs to the device once. ``channels`` says how many colour channels a datase
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from metabench.episodes import ClassBank
+
+if TYPE_CHECKING:
+    from metabench.tasks import TaskSource
 from metabench.errors import MetabenchError, UnknownNameError, did_you_mean
 
-DATASETS = ("omniglot", "miniimagenet")
-_CHANNELS = {"omniglot": 1, "miniimagenet": 3}
+DATASETS = ("omniglot", "miniimagenet", "sinusoid")
+_CHANNELS = {"omniglot": 1, "miniimagenet": 3, "sinusoid": 1}
 
 
 def _unknown(dataset: str) -> UnknownNameError:
@@ -29,11 +33,18 @@ def split_names(dataset: str) -> list[str]:
         from metabench.data.miniimagenet import SPLITS as MINI_SPLITS
 
         return list(MINI_SPLITS)
+    if dataset == "sinusoid":
+        from metabench.data.sinusoid import SPLITS as SINE_SPLITS
+
+        return list(SINE_SPLITS)
     raise _unknown(dataset)
 
 
 def channels(dataset: str) -> int:
-    """Colour channels of the dataset's images: 1 for Omniglot (grayscale), 3 for miniImageNet (RGB)."""
+    """Colour channels of the dataset's images: 1 for Omniglot (grayscale), 3 for miniImageNet (RGB).
+
+    A regression source counts its input features as channels (sinusoid: 1, with ``image_size`` 1).
+    """
     if dataset not in _CHANNELS:
         raise _unknown(dataset)
     return _CHANNELS[dataset]
@@ -47,8 +58,8 @@ def load_parts(
     *,
     download: bool = True,
     progress: bool = True,
-) -> dict[str, ClassBank]:
-    """Every part of ``split`` of ``dataset`` at ``image_size``, as CPU class banks.
+) -> dict[str, TaskSource]:
+    """Every part of ``split`` of ``dataset`` at ``image_size``, as CPU class banks (or task families).
 
     ``download`` applies to datasets that can be downloaded; miniImageNet is always read from the
     user's folder (``data_dir``, ``$METABENCH_DATA`` or the cache; see :mod:`metabench.data.miniimagenet`).
@@ -67,4 +78,8 @@ def load_parts(
 
         mini = miniimagenet.load_images(split, image_size, data_dir, progress=progress)
         return {name: ClassBank(part.images, name) for name, part in mini.items()}
+    if dataset == "sinusoid":
+        from metabench.data import sinusoid
+
+        return dict(sinusoid.load_parts(split))
     raise MetabenchError(f"dataset {dataset!r} has no loader")  # pragma: no cover - guarded above

@@ -1,0 +1,245 @@
+"""Speed of the inner-loop engine: ``metabench bench`` (a benchmark command, never a timed test).
+
+For MAML on Omniglot 5-way 1-shot (conv-4, 64 filters, strided) with a meta-batch of 32 it measures,
+for each engine path and for second- and first-order MAML: meta-iterations per second, the achieved
+GFLOP/s (the FLOPs of one meta-iteration counted by ``torch.utils.flop_counter``, divided by its time)
+as a fraction of the machine's float32 matmul rate measured in the same run, and the peak memory. (The
+flop counter miscounts vmap'd convolutions, so both paths are credited with the per-task loop's count.) When
+``learn2learn`` or ``higher`` is importable, their usual MAML loops run too (an optional comparison,
+never a dependency). Each configuration runs in a fresh subprocess, so that peak memory (the process's
+maximum resident set on a CPU, ``torch.cuda.max_memory_allocated`` on a GPU) is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+CONFIGS = (
+    "engine-loop/second",
+    "engine-batched/second",
+    "engine-loop/first",
+    "engine-batched/first",
+    "learn2learn/second",
+    "learn2learn/first",
+    "higher/second",
+    "higher/first",
+)
+
+
+@dataclass(frozen=True)
+class Setting:
+    device: str = "cpu"
+    meta_batch: int = 32
+    ways: int = 5
+    shots: int = 1
+    iterations: int = 5
+    warmup: int = 1
+    threads: int = 0
+
+
+def matmul_rate(device: torch.device, size: int = 1024, seconds: float = 1.0) -> float:
+    """The machine's float32 matmul rate (FLOP/s), from repeated ``size``-square products."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b
+    _sync(device)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        count += 1
+    _sync(device)
+    return 2 * size**3 * count / (time.perf_counter() - started)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _batch(setting: Setting, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    g = torch.Generator().manual_seed(0)
+    n = setting.ways * setting.shots
+    xs = torch.rand(setting.meta_batch, n, 1, 28, 28, generator=g).to(device)
+    xq = torch.rand(setting.meta_batch, n, 1, 28, 28, generator=g).to(device)
+    y = torch.arange(setting.ways).repeat_interleave(setting.shots).repeat(setting.meta_batch, 1).to(device)
+    return xs, y, xq, y
+
+
+def _engine_step(path: str, first_order: bool, setting: Setting, device: torch.device) -> Callable[[], None]:
+    from metabench.episodes import EpisodeBatch
+    from metabench.reproduction import TaskInfo
+    from metabench.reproductions.maml import MAML, MAMLHyperparameters
+
+    model = MAML(
+        MAMLHyperparameters(first_order=first_order, engine=path),
+        TaskInfo(1, 28, setting.ways, setting.shots),
+    ).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    xs, y, xq, yq = _batch(setting, device)
+    batch = EpisodeBatch(xs, y, xq, yq, setting.ways, setting.shots)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        model.meta_loss(batch).loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _native_conv4(setting: Setting) -> torch.nn.Module:
+    """The same strided conv-4 with torch's own batch norm, as learn2learn and higher users write it."""
+    from torch import nn
+
+    layers: list[nn.Module] = []
+    for a, b in ((1, 64), (64, 64), (64, 64), (64, 64)):
+        layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.BatchNorm2d(b), nn.ReLU()]
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, setting.ways))
+
+
+def _library_step(library: str, first_order: bool, setting: Setting, device: torch.device) -> Callable[[], None]:
+    model = _native_conv4(setting).to(device)
+    xs, y, xq, yq = _batch(setting, device)
+    if library == "learn2learn":
+        import learn2learn as l2l  # optional comparison
+
+        maml = l2l.algorithms.MAML(model, lr=0.4, first_order=first_order)
+        optimizer = torch.optim.Adam(maml.parameters(), lr=1e-3)
+
+        def step() -> None:
+            optimizer.zero_grad()
+            for i in range(setting.meta_batch):
+                learner = maml.clone()
+                learner.adapt(F.cross_entropy(learner(xs[i]), y[i]))
+                (F.cross_entropy(learner(xq[i]), yq[i]) / setting.meta_batch).backward()
+            optimizer.step()
+
+        return step
+    import higher  # optional comparison
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    inner = torch.optim.SGD(model.parameters(), lr=0.4)
+
+    def higher_step() -> None:
+        optimizer.zero_grad()
+        for i in range(setting.meta_batch):
+            with higher.innerloop_ctx(model, inner, copy_initial_weights=False, track_higher_grads=not first_order) as (
+                fmodel,
+                diffopt,
+            ):
+                diffopt.step(F.cross_entropy(fmodel(xs[i]), y[i]))
+                (F.cross_entropy(fmodel(xq[i]), yq[i]) / setting.meta_batch).backward()
+        optimizer.step()
+
+    return higher_step
+
+
+def measure(config: str, setting: Setting) -> dict[str, Any]:
+    """One configuration in this process: iterations/s, FLOPs per iteration, GFLOP/s and peak memory."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if setting.threads:
+        torch.set_num_threads(setting.threads)
+    device = torch.device(setting.device)
+    kind, order = config.split("/")
+    first_order = order == "first"
+    try:
+        if kind.startswith("engine-"):
+            step = _engine_step(kind.removeprefix("engine-"), first_order, setting, device)
+        else:
+            step = _library_step(kind, first_order, setting, device)
+    except ImportError as error:
+        return {"config": config, "skipped": f"not installed ({error.name})"}
+    for _ in range(setting.warmup):
+        step()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    for _ in range(setting.iterations):
+        step()
+    _sync(device)
+    seconds = (time.perf_counter() - started) / setting.iterations
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    flops = counter.get_total_flops()
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    return {
+        "config": config,
+        "iterations_per_second": 1.0 / seconds,
+        "gflop_per_iteration": flops / 1e9,
+        "gflops": flops / seconds / 1e9,
+        "peak_memory_mb": peak / 2**20,
+        "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
+    }
+
+
+def run_all(setting: Setting, configs: tuple[str, ...] = CONFIGS) -> dict[str, Any]:
+    """Every configuration in its own subprocess, plus the matmul rate, as one report."""
+    device = torch.device(setting.device)
+    if setting.threads:
+        torch.set_num_threads(setting.threads)
+    rate = matmul_rate(device)
+    rows: list[dict[str, Any]] = []
+    for config in configs:
+        args = [sys.executable, "-m", "metabench.speed", "--one", config, "--device", setting.device]
+        args += ["--meta-batch", str(setting.meta_batch), "--iterations", str(setting.iterations)]
+        args += ["--threads", str(setting.threads)]
+        done = subprocess.run(args, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            rows.append({"config": config, "skipped": f"failed: {done.stderr.strip().splitlines()[-1:]}"})
+            continue
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    # torch's flop counter miscounts convolutions under vmap (it reports more than the matmul peak), so the
+    # batched path is credited with the FLOPs the per-task loop counts for the same computation.
+    counted = {r["config"]: r for r in rows if "gflops" in r}
+    for row in rows:
+        loop = counted.get(row["config"].replace("engine-batched", "engine-loop"))
+        if row["config"].startswith("engine-batched") and "gflops" in row and loop is not None:
+            row["gflop_per_iteration"] = loop["gflop_per_iteration"]
+            row["gflops"] = row["gflop_per_iteration"] * row["iterations_per_second"]
+        if "gflops" in row:
+            row["fraction_of_matmul"] = row["gflops"] * 1e9 / rate
+    auto = "batched" if device.type == "cuda" else "loop"
+    return {
+        "device": str(device),
+        "cpu_threads": torch.get_num_threads(),
+        "matmul_gflops": rate / 1e9,
+        "setting": setting.__dict__,
+        "auto_path": auto,
+        "rows": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Subprocess entry: ``python -m metabench.speed --one CONFIG`` prints one JSON line."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--one", required=True, choices=CONFIGS)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--meta-batch", type=int, default=32)
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0)
+    options = parser.parse_args(argv)
+    setting = Setting(
+        device=options.device, meta_batch=options.meta_batch, iterations=options.iterations, threads=options.threads
+    )
+    print(json.dumps(measure(options.one, setting)))
+
+
+if __name__ == "__main__":
+    main()
