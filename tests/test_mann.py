@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+import metabench
 from metabench.episodes import EpisodeSampler, EpisodeShape, as_sequence, freeze, instance_numbers, sample_index
+from metabench.errors import InterruptedRun
 from metabench.reproduction import TaskInfo
 from metabench.reproductions.mann import (
     MANN,
@@ -156,3 +159,16 @@ def test_memory_is_wiped_between_episodes() -> None:
     together = model(images, labels)
     alone = torch.cat([model(images[i : i + 1], labels[i : i + 1]) for i in range(3)])
     assert torch.allclose(together, alone, atol=1e-6)
+
+
+@pytest.mark.data
+def test_a_stopped_and_resumed_mann_run_scores_every_instance_as_an_uninterrupted_one(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    straight, _ = metabench.run_benchmark("mann", profile="smoke", output=tmp_path / "a")
+    with pytest.raises(InterruptedRun, match="stopped after step 30"):
+        metabench.run_benchmark("mann", profile="smoke", output=tmp_path / "b", stop_after=30)
+    resumed, _ = metabench.run_benchmark("mann", profile="smoke", output=tmp_path / "b", resume=True)
+    assert resumed["scores"] == straight["scores"]
+    assert [c["scores"] for c in resumed["components"]] == [c["scores"] for c in straight["components"]]
+    assert [c["name"] for c in straight["components"]] == ["1st", "2nd", "3rd", "4th", "5th", "10th"]
