@@ -102,12 +102,29 @@ def _archives_of(dataset: str) -> Any:
     return archives.CATALOGUE[dataset]
 
 
-def _reported_text(reported: Any) -> str:
+def _reported_text(reported: Any, bench: Any = None) -> str:
+    if bench is not None and bench.components:
+        shown = [f"{c.name} {c.reported.printed() if c.reported else '—'}" for c in bench.components]
+        return "by instance: " + " / ".join(shown)
     if reported is None:
         return "no target"
     if reported.plus_minus_kind == "none":
         return str(reported.printed())
     return f"{reported.printed()} ({reported.plus_minus_kind})"
+
+
+def _protocol_text(bench: Any) -> str:
+    if bench.sequence:
+        return (
+            f"{bench.dataset}/{bench.split} {bench.ways}-class sequences of "
+            f"{bench.ways * (bench.shots + bench.queries)} steps"
+        )
+    return f"{bench.dataset}/{bench.split} {bench.ways}-way {bench.shots}-shot, {bench.queries} queries"
+
+
+def _source_text(bench: Any) -> str:
+    reported = bench.reported or next((c.reported for c in bench.components if c.reported), None)
+    return f"{reported.table}" if reported else ""
 
 
 @app.command("list")
@@ -123,10 +140,10 @@ def list_papers() -> None:
         for index, bench in enumerate(spec.benchmarks):
             table.add_row(
                 f"[bold]{spec.key}[/] ({spec.year})" if index == 0 else "",
-                bench.id + (" *" if bench.default else ""),
-                f"{bench.dataset}/{bench.split} {bench.ways}-way {bench.shots}-shot, {bench.queries} queries",
-                _reported_text(bench.reported),
-                f"{bench.reported.table}" if bench.reported else "",
+                bench.id + (" *" if bench.default else "") + (f" (--variant {bench.variant})" if bench.variant else ""),
+                _protocol_text(bench),
+                _reported_text(bench.reported, bench),
+                _source_text(bench),
             )
     out.print(table)
     out.print("* the benchmark `metabench run PAPER --shots K` picks for its shot count")
@@ -148,8 +165,15 @@ def show(paper: Annotated[str, typer.Argument(help="Paper key, e.g. protonet (se
         out.print(
             f"{bench.dataset}, split {bench.split!r}, test part {bench.test_part!r}, {bench.image_size}px; "
             f"{bench.ways}-way {bench.shots}-shot, {bench.queries} queries per class; "
+            f"{'sequence episodes; ' if bench.sequence else ''}"
             f"{'transductive' if bench.transductive else 'not transductive'}; test seed {bench.test_seed}"
         )
+        if bench.variant:
+            out.print(f"variant: {bench.variant} (metabench run {spec.key} --variant {bench.variant})")
+        if bench.components:
+            first = next((c.reported for c in bench.components if c.reported), None)
+            where = f" ({first.table}, {first.row}; confidence {first.confidence})" if first else ""
+            out.print(f"reported {bench.metric}: {_reported_text(None, bench)}{where}")
         if bench.reported:
             r = bench.reported
             out.print(
@@ -175,6 +199,9 @@ def run(
     shots: Annotated[int | None, typer.Option(help="Pick the paper's benchmark with this many shots.")] = None,
     ways: Annotated[int | None, typer.Option(help="Pick the benchmark with this many ways.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Pick the benchmark on this dataset.")] = None,
+    variant: Annotated[
+        str | None, typer.Option(help="Run a variant the paper also reports, e.g. mann --variant lstm.")
+    ] = None,
     benchmark: Annotated[str | None, typer.Option(help="Benchmark id, e.g. omniglot-20w5s.")] = None,
     profile: Annotated[
         ProfileName, typer.Option(help="smoke: seconds; quick: minutes on a CPU; paper: the paper's protocol.")
@@ -213,6 +240,7 @@ def run(
         shots=shots,
         ways=ways,
         dataset=dataset,
+        variant=variant,
         test_episodes=episodes,
         train_episodes=train_episodes,
         data_dir=data_dir,
@@ -243,10 +271,19 @@ def _print_outcome(result: dict[str, Any], path: Path) -> None:
     )
     if reported:
         table.add_row("difference", f"{verdict['difference']:+.2f}  (band ±{verdict['band']:.2f})")
+    for part in result.get("components", []):
+        paper = part["reported"]["value"] if part["reported"] else None
+        against = "  " if paper is None else f"  paper {paper:g}, {part['verdict']['difference']:+.2f}, "
+        floor = "" if part["floor"] is None or result["profile"] != "quick" else f"  floor {part['floor']:g}"
+        table.add_row(
+            f"{part['name']} instance",
+            f"{part['summary']['mean']:.2f} ± {part['summary']['ci95']:.2f}{against}"
+            f"[{verdict_style(part['verdict']['verdict'])}]{part['verdict']['verdict']}[/]{floor}",
+        )
     style = verdict_style(verdict["verdict"])
     table.add_row("verdict", f"[{style}]{verdict['verdict']}[/]")
     targets = result["targets"]
-    if result["profile"] == "quick" and targets["floor"] is not None:
+    if result["profile"] == "quick" and isinstance(targets["floor"], int | float):
         table.add_row(
             "quick floor", f"{targets['floor']:g}: {'met' if summary['mean'] >= targets['floor'] else 'MISSED'}"
         )
@@ -319,7 +356,10 @@ def check(
         return
     for row in failures.itertuples():
         err.print(
-            f"[red]FAIL[/] {row.paper} {row.benchmark} ({row.profile}): {row.reason}", highlight=False, soft_wrap=True
+            f"[red]FAIL[/] {row.paper} {row.benchmark}{f' ({row.component} instance)' if row.component else ''} "
+            f"({row.profile}): {row.reason}",
+            highlight=False,
+            soft_wrap=True,
         )
     raise typer.Exit(1)
 

@@ -4,6 +4,10 @@
 ``check`` decides pass or fail per result: a ``paper`` run fails when its verdict is a shortfall
 against the reported band, a ``quick`` run when its mean misses the floor its spec states, a
 ``smoke`` run when it does not clear chance by the spec's margin.
+
+A result of a vector benchmark (accuracy by instance) becomes one row per component, named in the
+``component`` column ("1st", "2nd", ...), each judged and checked like a scalar result; scalar results
+have an empty ``component``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from rich.table import Table
@@ -23,6 +28,7 @@ from metabench.stats import is_worse, paired
 COLUMNS = [
     "paper",
     "benchmark",
+    "component",
     "profile",
     "seed",
     "reported",
@@ -54,23 +60,39 @@ def load_frame(paths: list[Path], paper: str | None = None, profile: str | None 
     rows = []
     for path in results.find(paths):
         data = results.read(path)
-        reported = data["reported"] or {}
+        rows.extend(_rows(data, path))
+    frame = _with_current_targets(pd.DataFrame(rows, columns=COLUMNS))
+    if paper is not None:
+        frame = frame[frame["paper"] == paper]
+    if profile is not None:
+        frame = frame[frame["profile"] == profile]
+    return frame.sort_values(["paper", "benchmark", "profile", "created"], kind="stable").reset_index(drop=True)
+
+
+def _rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """The frame rows of one result: itself, or one per component of a vector result."""
+    parts = data.get("components") or [None]
+    rows = []
+    for part in parts:
+        whole = part or data
+        reported = whole["reported"] or {}
         rows.append(
             {
                 "paper": data["paper"],
                 "benchmark": data["benchmark"],
+                "component": part["name"] if part else "",
                 "profile": data["profile"],
                 "seed": data["seed"],
                 "reported": reported.get("value", math.nan),
                 "reported_pm": reported.get("plus_minus", math.nan),
                 "pm_kind": reported.get("plus_minus_kind", ""),
                 "reported_decimals": reported.get("decimals"),
-                "mean": data["summary"]["mean"],
-                "ci95": data["summary"]["ci95"],
-                "difference": data["verdict"]["difference"],
-                "band": data["verdict"]["band"],
-                "verdict": data["verdict"]["verdict"],
-                "floor": data["targets"]["floor"],
+                "mean": whole["summary"]["mean"],
+                "ci95": whole["summary"]["ci95"],
+                "difference": whole["verdict"]["difference"],
+                "band": whole["verdict"]["band"],
+                "verdict": whole["verdict"]["verdict"],
+                "floor": part["floor"] if part else data["targets"]["floor"],
                 "chance": data["targets"]["chance"],
                 "min_above_chance": data["targets"]["min_above_chance"],
                 "direction": data["protocol"]["direction"],
@@ -85,12 +107,7 @@ def load_frame(paths: list[Path], paper: str | None = None, profile: str | None 
                 "figures": ";".join(str(path.with_name(name)) for name in data.get("figures", [])),
             }
         )
-    frame = _with_current_targets(pd.DataFrame(rows, columns=COLUMNS))
-    if paper is not None:
-        frame = frame[frame["paper"] == paper]
-    if profile is not None:
-        frame = frame[frame["profile"] == profile]
-    return frame.sort_values(["paper", "benchmark", "profile", "created"]).reset_index(drop=True)
+    return rows
 
 
 def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
@@ -111,8 +128,13 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
             continue
         profile = bench.profiles.get(row["profile"])
         measured = Interval(row["mean"], row["ci95"], int(row["episodes"]), math.nan)
-        judgement = judge(bench.reported, measured)
         reported = bench.reported
+        if row["component"]:
+            component = bench.component(row["component"])
+            if component is None:
+                continue
+            reported = component.reported
+        judgement = judge(reported, measured)
         frame.loc[index, ["reported", "reported_pm", "pm_kind", "reported_decimals"]] = (
             [reported.value, reported.plus_minus, reported.plus_minus_kind, reported.decimals]
             if reported
@@ -120,7 +142,10 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
         )
         frame.loc[index, ["difference", "band", "verdict"]] = [judgement.difference, judgement.band, judgement.verdict]
         if profile is not None:
-            frame.loc[index, ["floor", "min_above_chance"]] = [profile.floor, profile.min_above_chance]
+            frame.loc[index, ["floor", "min_above_chance"]] = [
+                bench.floor_of(profile, row["component"]),
+                profile.min_above_chance,
+            ]
     return frame
 
 
@@ -142,7 +167,9 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     shown = pd.DataFrame(
         {
             "paper": frame["paper"],
-            "benchmark": frame["benchmark"],
+            "benchmark": [
+                f"{b} ({c} instance)" if c else b for b, c in zip(frame["benchmark"], frame["component"], strict=True)
+            ],
             "reported": frame.apply(_reported_cell, axis=1) if len(frame) else [],
             "reproduced": [f"{m:.2f} ± {c:.2f}" for m, c in zip(frame["mean"], frame["ci95"], strict=True)],
             "difference": [("—" if math.isnan(d) else f"{d:+.2f}") for d in frame["difference"]],
@@ -237,7 +264,8 @@ def check_table(checked: pd.DataFrame) -> Table:
         table.add_column(column)
     for row in checked.itertuples():
         mark = "[green]pass[/]" if row.passed else "[red]FAIL[/]"
-        table.add_row(row.paper, row.benchmark, row.profile, mark, row.reason)
+        name = f"{row.benchmark} ({row.component} instance)" if row.component else row.benchmark
+        table.add_row(row.paper, name, row.profile, mark, row.reason)
     return table
 
 
@@ -281,7 +309,7 @@ def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
         raise MetabenchError("no results to plot", "run a benchmark first, or point compare at a results folder")
     figure, axes = plt.subplots(1, len(benchmarks), figsize=(4.2 * len(benchmarks), 3.4), squeeze=False)
     for axis, (paper_key, bench_id) in zip(axes[0], benchmarks, strict=True):
-        rows = frame[(frame["paper"] == paper_key) & (frame["benchmark"] == bench_id)]
+        rows = frame[(frame["paper"] == paper_key) & (frame["benchmark"] == bench_id)].drop_duplicates("path")
         for _, row in rows.iterrows():
             curve = results.read(Path(row["path"]))["curve"]
             points = [(p["seconds"], p["val_accuracy"]) for p in curve if "val_accuracy" in p]
@@ -294,7 +322,7 @@ def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
                     markersize=3,
                     label=f"{row['profile']} seed {row['seed']} ({row['device']})",
                 )
-        if not math.isnan(rows["reported"].iloc[0]):
+        if not rows["component"].iloc[0] and not math.isnan(rows["reported"].iloc[0]):
             axis.axhline(rows["reported"].iloc[0], color="black", linestyle="--", linewidth=1, label="paper")
         axis.set_title(f"{paper_key} {bench_id}", fontsize=10)
         axis.set_xlabel("training time (s)")

@@ -9,6 +9,12 @@ Training episodes come from a ``torch.Generator`` on the run's device. Test epis
 their indices are drawn on the CPU from a generator seeded by the benchmark's test seed, so the same
 (dataset, split, part, ways, shots, queries, seed, count) yields the same episodes on any machine and
 any device. Their digest, stored in every result, proves two results were scored on the same tasks.
+
+*Sequence* episodes (MANN's protocol) are the same episodes presented one example at a time: the
+shape's ``sequence`` flag makes the sampler also draw a random order of the episode's ``ways * (shots +
+queries)`` examples, stored in the index (and so frozen and digested with it); :func:`as_sequence`
+lays a batch out in that order. The order is drawn after the classes and examples, so set episodes
+(and their digests) are exactly what they were before sequences existed.
 """
 
 from __future__ import annotations
@@ -31,10 +37,16 @@ class EpisodeShape:
     ways: int
     shots: int
     queries: int
+    sequence: bool = False
 
     @property
     def per_class(self) -> int:
         return self.shots + self.queries
+
+    @property
+    def length(self) -> int:
+        """Examples in one episode, i.e. steps of a sequence episode."""
+        return self.ways * self.per_class
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,10 @@ class EpisodeBatch:
 
     Labels are remapped per episode: label ``i`` is the episode's ``i``-th sampled class, and classes
     are sampled in random order, so a label says nothing about the underlying class.
+
+    ``order`` (``[B, ways * (shots + queries)]``, sequence episodes only) is the presentation order of
+    the episode's examples, as positions in the class-major layout (class ``c``'s ``j``-th example,
+    support first, at ``c * (shots + queries) + j``); see :func:`as_sequence`.
     """
 
     support_x: Tensor
@@ -51,6 +67,7 @@ class EpisodeBatch:
     query_y: Tensor
     ways: int
     shots: int
+    order: Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -59,16 +76,20 @@ class EpisodeBatch:
 
 @dataclass(frozen=True)
 class EpisodeIndex:
-    """Which classes (``[B, ways]``) and which examples of each (``[B, ways, shots + queries]``)."""
+    """Which classes (``[B, ways]``), which examples of each (``[B, ways, shots + queries]``) and, for
+    sequence episodes, their presentation order (``[B, ways * (shots + queries)]``)."""
 
     classes: Tensor
     examples: Tensor
+    order: Tensor | None = None
 
     def slice(self, start: int, stop: int) -> EpisodeIndex:
-        return EpisodeIndex(self.classes[start:stop], self.examples[start:stop])
+        order = None if self.order is None else self.order[start:stop]
+        return EpisodeIndex(self.classes[start:stop], self.examples[start:stop], order)
 
     def to(self, device: torch.device | str) -> EpisodeIndex:
-        return EpisodeIndex(self.classes.to(device), self.examples.to(device))
+        order = None if self.order is None else self.order.to(device)
+        return EpisodeIndex(self.classes.to(device), self.examples.to(device), order)
 
 
 class ClassBank:
@@ -137,10 +158,10 @@ class ClassBank:
         """Images (float in [0, 1], with a channel axis) and remapped labels of the indexed episodes."""
         index = index.to(self.device)
         images = self.images[index.classes.unsqueeze(-1), index.examples]  # [B, N, K+Q, (C,) H, W]
-        return split_episodes(self.as_float(images), shape)
+        return split_episodes(self.as_float(images), shape, index.order)
 
 
-def split_episodes(values: Tensor, shape: EpisodeShape) -> EpisodeBatch:
+def split_episodes(values: Tensor, shape: EpisodeShape, order: Tensor | None = None) -> EpisodeBatch:
     """Cut gathered ``[B, ways, shots + queries, ...]`` values into support and query sets with labels.
 
     The trailing axes are whatever the bank holds: images, or embeddings of them (see ``evaluate``).
@@ -155,7 +176,28 @@ def split_episodes(values: Tensor, shape: EpisodeShape) -> EpisodeBatch:
         query_y=labels.expand(batch, ways, shape.queries).reshape(batch, -1),
         ways=ways,
         shots=shape.shots,
+        order=order,
     )
+
+
+def as_sequence(batch: EpisodeBatch) -> tuple[Tensor, Tensor]:
+    """A sequence episode's examples and labels in presentation order: ``[B, T, ...]`` and ``[B, T]``."""
+    if batch.order is None:
+        raise ValueError("not a sequence episode: its shape was drawn without sequence=True")
+    size, ways = batch.size, batch.ways
+    item = batch.support_x.shape[2:]
+    values = torch.cat(
+        [batch.support_x.view(size, ways, -1, *item), batch.query_x.view(size, ways, -1, *item)], dim=2
+    ).flatten(1, 2)
+    labels = torch.cat([batch.support_y.view(size, ways, -1), batch.query_y.view(size, ways, -1)], dim=2).flatten(1)
+    gather = batch.order.view(size, -1, *([1] * len(item))).expand(-1, -1, *item)
+    return values.gather(1, gather), labels.gather(1, batch.order)
+
+
+def instance_numbers(labels: Tensor, ways: int) -> Tensor:
+    """For each step of ``[B, T]`` labels, which presentation of its class it is: 1 for the first, ..."""
+    one_hot = torch.nn.functional.one_hot(labels, ways)
+    return (one_hot.cumsum(1) * one_hot).sum(-1)
 
 
 def sample_index(
@@ -170,7 +212,10 @@ def sample_index(
     classes = class_keys.argsort(dim=1)[:, : shape.ways]
     example_keys = torch.rand(count, shape.ways, examples_per_class, generator=generator, device=device)
     examples = example_keys.argsort(dim=2)[:, :, : shape.per_class]
-    return EpisodeIndex(classes, examples)
+    if not shape.sequence:
+        return EpisodeIndex(classes, examples)
+    order = torch.rand(count, shape.length, generator=generator, device=device).argsort(dim=1)
+    return EpisodeIndex(classes, examples, order)
 
 
 class EpisodeSampler:
@@ -223,11 +268,15 @@ def freeze(bank: ClassBank, shape: EpisodeShape, count: int, seed: int, key: dic
     generator.manual_seed(seed)
     index = sample_index(bank.num_classes, bank.examples_per_class, shape, count, generator)
     full_key = {**key, "ways": shape.ways, "shots": shape.shots, "queries": shape.queries, "seed": seed, "count": count}
+    if shape.sequence:
+        full_key["sequence"] = True
     digest = hashlib.sha256()
     digest.update(json.dumps(full_key, sort_keys=True).encode())
     digest.update(bank_digest(bank).encode())
     digest.update(index.classes.to(torch.int64).numpy().tobytes())
     digest.update(index.examples.to(torch.int64).numpy().tobytes())
+    if index.order is not None:
+        digest.update(index.order.to(torch.int64).numpy().tobytes())
     return FrozenEpisodes(full_key, index, shape, digest.hexdigest())
 
 

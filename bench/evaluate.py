@@ -1,4 +1,9 @@
-"""Scoring a model on frozen episodes: accuracy per episode in percent, or mean squared error per task."""
+"""Scoring a model on frozen episodes: accuracy per episode in percent, or mean squared error per task.
+
+For set episodes a model predicts the queries; for sequence episodes (see ``episodes.as_sequence``) it
+predicts every step of the sequence, and :func:`evaluate_by_instance` also scores each episode at the
+k-th presentation of its classes, the way MANN's Table 1 reports accuracy.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,14 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-from metabench.episodes import ClassBank, EpisodeBatch, FrozenEpisodes, split_episodes
+from metabench.episodes import (
+    ClassBank,
+    EpisodeBatch,
+    FrozenEpisodes,
+    as_sequence,
+    instance_numbers,
+    split_episodes,
+)
 from metabench.reproduction import Reproduction
 from metabench.tasks import Frozen, TaskSource, frozen_batches
 
@@ -29,11 +41,50 @@ def _embedded_batches(
         yield split_episodes(features[index.classes.unsqueeze(-1), index.examples], episodes.shape)
 
 
+def targets(batch: EpisodeBatch) -> Tensor:
+    """What a prediction is scored against: the query labels, or every label of a sequence episode."""
+    return batch.query_y if batch.order is None else as_sequence(batch)[1]
+
+
 def score(predictions: Tensor, targets: Tensor, metric: str) -> Tensor:
     """Per-episode scores of ``[B, queries, ...]`` predictions: accuracy (%) of the argmax, or the MSE."""
     if metric == "mse":
         return (predictions.to(torch.float64) - targets.to(torch.float64)).pow(2).flatten(1).mean(1)
     return (predictions.argmax(-1) == targets).to(torch.float64).mean(1).mul(100.0)
+
+
+def _predictions(
+    model: Reproduction,
+    episodes: Frozen,
+    bank: TaskSource,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Per batch of frozen episodes: the model's predictions and their targets, detached.
+
+    The model is put in evaluation mode (batch norm uses running statistics unless the reproduction
+    implements a transductive mode itself) and restored to its previous mode afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.set_grad_enabled(model.needs_grad_at_test):
+            embedded = (
+                model.embeds_independently
+                and isinstance(episodes, FrozenEpisodes)
+                and isinstance(bank, ClassBank)
+                and not episodes.shape.sequence
+            )
+            if embedded:
+                batches, predict = _embedded_batches(model, episodes, bank, batch_size), model.predict_embedded
+            else:
+                batches, predict = frozen_batches(episodes, bank, batch_size), model.predict
+            for batch in batches:
+                yield predict(batch).detach(), targets(batch)
+                if on_batch is not None:
+                    on_batch(batch.size)
+    finally:
+        model.train(was_training)
 
 
 def evaluate(
@@ -46,22 +97,33 @@ def evaluate(
 ) -> Tensor:
     """The metric (accuracy in %, or MSE) on each frozen episode, in episode order, as float64 on the CPU.
 
-    The model is put in evaluation mode (batch norm uses running statistics unless the reproduction
-    implements a transductive mode itself) and restored to its previous mode afterwards.
+    For sequence episodes the accuracy is over every step of the sequence.
     """
-    was_training = model.training
-    model.eval()
-    scores: list[Tensor] = []
-    try:
-        with torch.set_grad_enabled(model.needs_grad_at_test):
-            if model.embeds_independently and isinstance(episodes, FrozenEpisodes) and isinstance(bank, ClassBank):
-                batches, predict = _embedded_batches(model, episodes, bank, batch_size), model.predict_embedded
-            else:
-                batches, predict = frozen_batches(episodes, bank, batch_size), model.predict
-            for batch in batches:
-                scores.append(score(predict(batch).detach(), batch.query_y, metric).cpu())
-                if on_batch is not None:
-                    on_batch(batch.size)
-    finally:
-        model.train(was_training)
-    return torch.cat(scores)
+    batches = _predictions(model, episodes, bank, batch_size, on_batch)
+    return torch.cat([score(predictions, labels, metric).cpu() for predictions, labels in batches])
+
+
+def evaluate_by_instance(
+    model: Reproduction,
+    episodes: FrozenEpisodes,
+    bank: ClassBank,
+    batch_size: int,
+    instances: tuple[int, ...],
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Accuracy (%) per sequence episode over all steps ``[E]``, and at each listed instance ``[E, k]``.
+
+    The accuracy at instance ``k`` of an episode is the fraction of its classes whose ``k``-th
+    presentation was labelled correctly; every class of a metabench sequence episode is presented
+    exactly ``shots + queries`` times, so every listed instance exists in every episode.
+    """
+    if not episodes.shape.sequence:
+        raise ValueError("accuracy by instance needs sequence episodes")
+    overall, by_instance = [], []
+    for predictions, labels in _predictions(model, episodes, bank, batch_size, on_batch):
+        correct = (predictions.argmax(-1) == labels).to(torch.float64).cpu()
+        number = instance_numbers(labels.cpu(), episodes.shape.ways)
+        masks = torch.stack([(number == k) for k in instances], dim=1).to(torch.float64)  # [B, k, T]
+        by_instance.append((masks * correct.unsqueeze(1)).sum(-1).div(masks.sum(-1)).mul(100.0))
+        overall.append(correct.mean(1).mul(100.0))
+    return torch.cat(overall), torch.cat(by_instance)

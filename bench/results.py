@@ -3,6 +3,11 @@
 A result holds everything needed to trust or re-run a number: the spec and profile, every
 hyperparameter used, the seed, the frozen test episodes' digest, per-episode scores, the summary and
 verdict, the learning curve, timings, the machine, the commit and the command line.
+
+Schema versions: 1 is a scalar result; 2 adds ``components``, present when the benchmark's metric is a
+vector (``accuracy-by-instance``): one entry per component with its own per-episode scores, summary,
+reported value, verdict and floor, while the top level summarises the whole (for by-instance accuracy:
+accuracy over every step of the sequence) with the worst component's verdict. Version 1 files stay valid.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from typing import Any
 
 from metabench.errors import ResultError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 CHECKPOINT_FOLDER = ".checkpoints"
 
 # key -> accepted JSON types; nested tables list their own required keys.
@@ -72,6 +78,7 @@ _NESTED: dict[str, tuple[str, ...]] = {
     "environment": ("device", "torch", "python", "cpu"),
     "git": ("commit", "dirty"),
 }
+_COMPONENT: tuple[str, ...] = ("name", "instance", "scores", "summary", "reported", "verdict", "floor")
 
 
 def validate(data: Any, source: str = "result") -> dict[str, Any]:
@@ -79,9 +86,10 @@ def validate(data: Any, source: str = "result") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ResultError(f"{source}: not a JSON object")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise ResultError(
-            f"{source}: schema_version {version!r} is not {SCHEMA_VERSION}", "re-run it with this version of metabench"
+            f"{source}: schema_version {version!r} is not one of {SUPPORTED_VERSIONS}",
+            "re-run it with this version of metabench",
         )
     for key, kinds in _REQUIRED.items():
         if key not in data:
@@ -96,7 +104,30 @@ def validate(data: Any, source: str = "result") -> dict[str, Any]:
         raise ResultError(f"{source}: {len(data['scores'])} scores for {data['test_episodes']['count']} episodes")
     if not all(isinstance(s, int | float) and not isinstance(s, bool) for s in data["scores"]):
         raise ResultError(f"{source}: scores must be numbers")
+    _validate_components(data, source)
     return data
+
+
+def _validate_components(data: dict[str, Any], source: str) -> None:
+    components = data.get("components")
+    if components is None:
+        if data["schema_version"] >= 2 and data["protocol"]["metric"] == "accuracy-by-instance":
+            raise ResultError(f"{source}: missing key 'components' for metric {data['protocol']['metric']!r}")
+        return
+    if data["schema_version"] < 2 or not isinstance(components, list) or not components:
+        raise ResultError(f"{source}: 'components' is a non-empty list, and only in schema 2")
+    for index, component in enumerate(components):
+        missing = [k for k in _COMPONENT if not isinstance(component, dict) or k not in component]
+        if missing:
+            raise ResultError(f"{source}: missing key components[{index}].{missing[0]!r}")
+        if len(component["scores"]) != data["test_episodes"]["count"]:
+            raise ResultError(f"{source}: components[{index}] has {len(component['scores'])} scores")
+        for key in _NESTED["summary"]:
+            if key not in component["summary"]:
+                raise ResultError(f"{source}: missing key components[{index}].summary.{key!r}")
+        for key in _NESTED["verdict"]:
+            if key not in component["verdict"]:
+                raise ResultError(f"{source}: missing key components[{index}].verdict.{key!r}")
 
 
 def write_atomic(data: dict[str, Any], path: Path) -> Path:

@@ -34,11 +34,11 @@ from metabench.data import load_parts
 from metabench.data.cache import atomic_torch_save
 from metabench.episodes import EpisodeShape
 from metabench.errors import InterruptedRun, MetabenchError, UnknownNameError, did_you_mean
-from metabench.evaluate import evaluate
+from metabench.evaluate import evaluate, evaluate_by_instance
 from metabench.registry_loader import get_spec, implementation
 from metabench.reproduction import Reproduction, TaskInfo
 from metabench.spec import Benchmark, Profile, Spec
-from metabench.stats import judge, mean_interval
+from metabench.stats import judge, mean_interval, worst
 from metabench.tasks import Frozen, TaskSource, freeze_tasks, frozen_batches, make_sampler
 
 VALIDATION_SEED_OFFSET = 1
@@ -56,6 +56,7 @@ class RunRequest:
     shots: int | None = None
     ways: int | None = None
     dataset: str | None = None
+    variant: str | None = None
     test_episodes: int | None = None
     train_episodes: int | None = None
     data_dir: Path | None = None
@@ -89,9 +90,19 @@ def pick_device(name: str) -> torch.device:
 
 
 def resolve_benchmark(
-    spec: Spec, benchmark: str | None, *, shots: int | None, ways: int | None, dataset: str | None
+    spec: Spec,
+    benchmark: str | None,
+    *,
+    shots: int | None,
+    ways: int | None,
+    dataset: str | None,
+    variant: str | None = None,
 ) -> tuple[Benchmark, str]:
-    """The benchmark a request names, or the paper's default for its shots/ways/dataset, and why."""
+    """The benchmark a request names, or the paper's default for its shots/ways/dataset, and why.
+
+    Without ``variant`` only a paper's main benchmarks are candidates; ``variant`` (e.g. MANN's
+    ``lstm`` baseline) picks among the benchmarks that reproduce that row of the paper instead.
+    """
     if benchmark is not None:
         chosen = spec.benchmark(benchmark)
         clashes = [
@@ -100,6 +111,7 @@ def resolve_benchmark(
                 ("shots", shots, chosen.shots),
                 ("ways", ways, chosen.ways),
                 ("dataset", dataset, chosen.dataset),
+                ("variant", variant, chosen.variant),
             )
             if v is not None and v != b
         ]
@@ -109,16 +121,25 @@ def resolve_benchmark(
                 "give either --benchmark or the filters, not both",
             )
         return chosen, f"benchmark {chosen.id} (as asked)"
+    variants = sorted({b.variant for b in spec.benchmarks if b.variant})
+    if variant is not None and variant not in variants:
+        raise UnknownNameError(
+            f"{spec.key} has no variant {variant!r}",
+            did_you_mean(variant, variants) if variants else "this paper has no variants",
+        )
     matching = [
         b
         for b in spec.benchmarks
         if (shots is None or b.shots == shots)
         and (ways is None or b.ways == ways)
         and (dataset is None or b.dataset == dataset)
+        and b.variant == (variant or "")
     ]
     if not matching:
         offered = ", ".join(f"{b.id} ({b.ways}-way {b.shots}-shot {b.dataset})" for b in spec.benchmarks)
-        asked = " ".join(f"--{n} {v}" for n, v in (("ways", ways), ("shots", shots), ("dataset", dataset)) if v)
+        asked = " ".join(
+            f"--{n} {v}" for n, v in (("ways", ways), ("shots", shots), ("dataset", dataset), ("variant", variant)) if v
+        )
         raise MetabenchError(f"{spec.key} has no benchmark matching {asked or 'the request'}", f"it has: {offered}")
     chosen = next((b for b in matching if b.default), None)
     if chosen is None:
@@ -225,7 +246,7 @@ def _train(
 ) -> _TrainState:
     sampler = make_sampler(
         banks.get(profile.train_part, f"{bench.id}.profiles.{profile.name}.train_part"),
-        EpisodeShape(profile.train_ways, profile.train_shots, profile.train_queries),
+        EpisodeShape(profile.train_ways, profile.train_shots, profile.train_queries, bench.sequence),
         seed=request.seed,
     )
     validation: tuple[Frozen, TaskSource] | None = None
@@ -240,7 +261,7 @@ def _train(
         validation = (
             freeze_tasks(
                 val_bank,
-                EpisodeShape(bench.ways, bench.shots, bench.queries),
+                EpisodeShape(bench.ways, bench.shots, bench.queries, bench.sequence),
                 profile.val_episodes,
                 bench.test_seed + VALIDATION_SEED_OFFSET,
                 val_key,
@@ -364,7 +385,12 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     console = console or Console(stderr=True)
     spec = get_spec(request.paper)
     bench, why = resolve_benchmark(
-        spec, request.benchmark, shots=request.shots, ways=request.ways, dataset=request.dataset
+        spec,
+        request.benchmark,
+        shots=request.shots,
+        ways=request.ways,
+        dataset=request.dataset,
+        variant=request.variant,
     )
     profile = bench.profile(request.profile)
     overrides: dict[str, Any] = {}
@@ -398,7 +424,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     git = provenance.git_state()  # the code that runs is the code at the start, whatever is edited meanwhile
     banks = _Banks(bench, request, device)
     test_bank = banks.get(bench.test_part, f"{bench.id}.test_part")
-    shape = EpisodeShape(bench.ways, bench.shots, bench.queries)
+    shape = EpisodeShape(bench.ways, bench.shots, bench.queries, bench.sequence)
     test_key = {"dataset": bench.dataset, "split": bench.split, "part": bench.test_part, "image_size": bench.image_size}
     frozen = freeze_tasks(test_bank, shape, profile.test_episodes, bench.test_seed, test_key)
 
@@ -417,14 +443,14 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     with _progress(console, request.progress) as bar:
         task_id = bar.add_task(f"{bench.id} test", total=frozen.count, status=f"{frozen.count} frozen episodes")
         try:
-            scores = evaluate(
-                model,
-                frozen,
-                test_bank,
-                profile.eval_batch,
-                on_batch=lambda n: bar.advance(task_id, n),
-                metric=bench.metric,
-            )
+            advance = lambda n: bar.advance(task_id, n)  # noqa: E731
+            if bench.is_vector:
+                instances = tuple(c.instance for c in bench.components)
+                scores, by_instance = evaluate_by_instance(
+                    model, frozen, test_bank, profile.eval_batch, instances, on_batch=advance
+                )
+            else:
+                scores = evaluate(model, frozen, test_bank, profile.eval_batch, on_batch=advance, metric=bench.metric)
         except KeyboardInterrupt:
             raise InterruptedRun(
                 f"interrupted during evaluation; training is checkpointed at {ckpt}",
@@ -433,6 +459,30 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     eval_seconds = time.perf_counter() - eval_started
     summary = mean_interval(scores)
     judgement = judge(bench.reported, summary)
+    components: list[dict[str, Any]] = []
+    if bench.is_vector:
+        judgements = []
+        for column, component in enumerate(bench.components):
+            part = mean_interval(by_instance[:, column])
+            verdict = judge(component.reported, part)
+            judgements.append(verdict)
+            components.append(
+                {
+                    "name": component.name,
+                    "instance": component.instance,
+                    "scores": [round(float(s), 4) for s in by_instance[:, column]],
+                    "summary": {"mean": part.mean, "ci95": part.half_width, "std": part.std, "n": part.n},
+                    "reported": None if component.reported is None else dict(component.reported.__dict__),
+                    "verdict": {
+                        "verdict": verdict.verdict,
+                        "difference": verdict.difference,
+                        "band": verdict.band,
+                        "rule": verdict.rule,
+                    },
+                    "floor": bench.floor_of(profile, component.name),
+                }
+            )
+        judgement = worst(judgements, bench.direction)
 
     created = provenance.now()
     path = results.result_path(request.output, spec.key, bench.id, profile.name, request.seed, created)
@@ -468,6 +518,8 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
             "direction": bench.direction,
             "transductive": bench.transductive,
             "test_part": bench.test_part,
+            "sequence": bench.sequence,
+            "variant": bench.variant,
         },
         "hyperparameters": profile.hyperparameters(),
         "overrides": overrides,
@@ -492,6 +544,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
             "train_episodes_per_second": state.step * profile.meta_batch / max(state.seconds, 1e-9),
             "eval_episodes_per_second": frozen.count / max(eval_seconds, 1e-9),
         },
+        **({"components": components} if components else {}),
         "environment": provenance.machine(device),
         "git": git,
         "command": request.command,

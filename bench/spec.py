@@ -24,11 +24,13 @@ PROFILE_NAMES = ("smoke", "quick", "paper")
 PlusMinusKind = Literal["ci95", "std-runs", "unknown", "none"]
 Confidence = Literal["HIGH", "MED"]
 Direction = Literal["higher", "lower"]
-Metric = Literal["accuracy", "mse"]
+Metric = Literal["accuracy", "mse", "accuracy-by-instance"]
 #: how the runner's learning rate moves: multiplied by lr_decay_factor every lr_decay_every steps, or
 #: annealed linearly from lr to 0 over the run (Reptile's meta step size)
 LrSchedule = Literal["step", "linear"]
 MIN_TEST_EPISODES = 600
+METRICS: tuple[str, ...] = get_args(Metric)
+VECTOR_METRICS = ("accuracy-by-instance",)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,25 @@ def printed_number(value: float, decimals: int | None) -> str:
     return f"{value:g}" if decimals is None else f"{value:.{decimals}f}"
 
 
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, 21st: how the papers name a presentation."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One element of a vector-valued benchmark, judged on its own like a scalar benchmark.
+
+    For ``accuracy-by-instance`` (MANN's Table 1) a component is the accuracy at the ``instance``-th
+    presentation of a class within an episode; ``name`` is how tables and results label it ("2nd").
+    """
+
+    name: str
+    instance: int
+    reported: Reported | None
+
+
 @dataclass(frozen=True)
 class Profile:
     """Every hyperparameter one run uses. The runner reads the named fields; ``model`` goes to the paper."""
@@ -83,7 +104,7 @@ class Profile:
     checkpoint_every: int
     test_episodes: int
     eval_batch: int
-    floor: float | None = None
+    floor: float | tuple[float, ...] | None = None
     floor_note: str = ""
     min_above_chance: float | None = None
     lr_schedule: LrSchedule = "step"
@@ -115,6 +136,9 @@ class Benchmark:
     profiles: dict[str, Profile]
     notes: str = ""
     baseline: float | None = None
+    sequence: bool = False
+    variant: str = ""
+    components: tuple[Component, ...] = ()
 
     @property
     def chance(self) -> float:
@@ -129,6 +153,21 @@ class Benchmark:
         if self.direction == "lower":
             return score <= reference - margin
         return score >= reference + margin
+
+    @property
+    def is_vector(self) -> bool:
+        """Whether the reported number is a vector (one component per instance) rather than a scalar."""
+        return self.metric in VECTOR_METRICS
+
+    def component(self, name: str) -> Component | None:
+        return next((c for c in self.components if c.name == name), None)
+
+    def floor_of(self, profile: Profile, component: str = "") -> float | None:
+        """The floor ``profile`` sets for the whole benchmark, or for one component of a vector one."""
+        if isinstance(profile.floor, tuple):
+            names = [c.name for c in self.components]
+            return profile.floor[names.index(component)] if component in names else None
+        return profile.floor
 
     def profile(self, name: str) -> Profile:
         from metabench.errors import UnknownNameError, did_you_mean
@@ -244,7 +283,7 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
-def _parse_reported(table: _Table) -> Reported:
+def _parse_reported(table: _Table, value: float | None = None) -> Reported:
     kind = table.choice("plus_minus_kind", get_args(PlusMinusKind))
     plus_minus = table.get("plus_minus", float, 0.0)
     if kind == "none" and plus_minus != 0.0:
@@ -252,7 +291,7 @@ def _parse_reported(table: _Table) -> Reported:
     if kind != "none" and plus_minus <= 0.0:
         raise table._fail("plus_minus", f"must be positive when plus_minus_kind is {kind!r}")
     reported = Reported(
-        value=table.get("value", float),
+        value=table.get("value", float) if value is None else value,
         plus_minus=plus_minus,
         plus_minus_kind=kind,
         test_episodes=table.get("test_episodes", int, None),
@@ -268,7 +307,35 @@ def _parse_reported(table: _Table) -> Reported:
     return reported
 
 
-def _parse_profile(name: str, table: _Table, reported: Reported | None) -> Profile:
+def _parse_components(table: _Table, instances: list[int]) -> tuple[Component, ...]:
+    """A vector benchmark's ``reported`` table: ``values`` (one per instance) instead of ``value``."""
+    values = table.get("values", list)
+    if len(values) != len(instances) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        raise table._fail("values", f"expected {len(instances)} numbers, one per instance {instances}")
+    table.read.add("value")
+    if "value" in table.data:
+        raise table._fail("value", "a vector benchmark states `values`, one per instance, not one `value`")
+    shared = {key: value for key, value in table.data.items() if key != "values"}
+    return tuple(
+        Component(ordinal(k), k, _parse_reported(_Table(shared, table.where), float(v)))
+        for k, v in zip(instances, values, strict=True)
+    )
+
+
+def _parse_floor(table: _Table, components: int) -> float | tuple[float, ...] | None:
+    floor = table.get("floor", (float, list), None)
+    if isinstance(floor, list):
+        if components == 0:
+            raise table._fail("floor", "a list of floors is for vector benchmarks (one per instance)")
+        if len(floor) != components or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in floor):
+            raise table._fail("floor", f"expected {components} numbers, one per instance")
+        return tuple(float(v) for v in floor)
+    if floor is not None and components:
+        raise table._fail("floor", f"a vector benchmark states one floor per instance ({components} numbers)")
+    return floor
+
+
+def _parse_profile(name: str, table: _Table, reported: Reported | None, components: int = 0) -> Profile:
     model = table.get("model", dict, {})
     table.read.add("model")
     profile = Profile(
@@ -289,7 +356,7 @@ def _parse_profile(name: str, table: _Table, reported: Reported | None) -> Profi
         checkpoint_every=table.positive("checkpoint_every"),
         test_episodes=table.positive("test_episodes"),
         eval_batch=table.positive("eval_batch"),
-        floor=table.get("floor", float, None),
+        floor=_parse_floor(table, components),
         floor_note=table.get("floor_note", str, ""),
         min_above_chance=table.get("min_above_chance", float, None),
         lr_schedule=table.choice("lr_schedule", get_args(LrSchedule), "step"),
@@ -316,8 +383,26 @@ def _parse_profile(name: str, table: _Table, reported: Reported | None) -> Profi
 
 
 def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -> Benchmark:
+    metric = table.choice("metric", METRICS)
+    instances = table.get("instances", list, [])
+    if metric in VECTOR_METRICS:
+        if not instances or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in instances):
+            raise table._fail("instances", f"missing: metric {metric!r} lists the instances it reports, e.g. [1, 2, 5]")
+        if not table.get("sequence", bool, False):
+            raise table._fail("sequence", f"metric {metric!r} needs sequence episodes: set sequence = true")
+    elif instances:
+        raise table._fail("instances", f"only vector metrics ({', '.join(VECTOR_METRICS)}) list instances")
     reported_table = table.get("reported", dict, None)
-    reported = _parse_reported(_Table(reported_table, f"{table.where}.reported")) if reported_table else None
+    reported: Reported | None = None
+    components: tuple[Component, ...] = ()
+    if reported_table and metric in VECTOR_METRICS:
+        components = _parse_components(_Table(reported_table, f"{table.where}.reported"), instances)
+        reported = None
+    elif reported_table:
+        reported = _parse_reported(_Table(reported_table, f"{table.where}.reported"))
+    if metric in VECTOR_METRICS and not components:
+        components = tuple(Component(ordinal(k), k, None) for k in instances)
+    first_reported = reported or (components[0].reported if components else None)
     profile_tables = table.get("profiles", dict, {})
     unknown = set(profile_tables) - set(PROFILE_NAMES)
     if unknown:
@@ -327,7 +412,9 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         merged = _merge(defaults.get(name, {}), profile_tables.get(name, {}))
         if not merged:
             raise SpecError(f"{table.where}.profiles.{name}: missing (every benchmark has smoke, quick, paper)")
-        profiles[name] = _parse_profile(name, _Table(merged, f"{table.where}.profiles.{name}"), reported)
+        profiles[name] = _parse_profile(
+            name, _Table(merged, f"{table.where}.profiles.{name}"), first_reported, len(components)
+        )
     bench = Benchmark(
         id=table.get("id", str),
         dataset=table.get("dataset", str),
@@ -336,7 +423,7 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         ways=table.positive("ways"),
         shots=table.positive("shots"),
         queries=table.positive("queries"),
-        metric=table.choice("metric", get_args(Metric)),
+        metric=metric,
         direction=table.choice("direction", get_args(Direction)),
         transductive=table.get("transductive", bool),
         test_part=table.get("test_part", str, "test"),
@@ -346,13 +433,20 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         profiles=profiles,
         notes=table.get("notes", str, ""),
         baseline=table.get("chance", float, None),
+        sequence=table.get("sequence", bool, False),
+        variant=table.get("variant", str, ""),
+        components=components,
     )
     table.reject_unread()
-    if bench.metric == "accuracy" and bench.ways < 2:
+    if bench.sequence and bench.is_vector and max(instances) > bench.shots + bench.queries:
+        raise table._fail(
+            "instances", f"instance {max(instances)} never occurs: a class appears shots + queries times per episode"
+        )
+    if bench.metric != "mse" and bench.ways < 2:
         raise table._fail("ways", "an episode needs at least 2 ways")
-    if bench.metric == "accuracy" and bench.baseline is not None:
+    if bench.metric != "mse" and bench.baseline is not None:
         raise table._fail("chance", "is 100 / ways for accuracy; state it only for a regression metric")
-    if bench.metric != "accuracy" and bench.baseline is None:
+    if bench.metric == "mse" and bench.baseline is None:
         raise table._fail("chance", f"missing: a {bench.metric} benchmark states the score of a trivial predictor")
     return bench
 

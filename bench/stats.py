@@ -97,6 +97,19 @@ def judge(reported: Reported | None, measured: Interval) -> Judgement:
     return Judgement(verdict, difference, band, rule)
 
 
+def worst(judgements: list[Judgement], direction: Literal["higher", "lower"]) -> Judgement:
+    """One verdict for a vector benchmark: each component is judged by :func:`judge`, and the whole is
+    a shortfall if any component is, else beyond the band if any component is, else reproduced."""
+    verdicts = [j.verdict for j in judgements if j.verdict != "no target"]
+    rule = "each component judged by |m - r| <= h_r + h_m; the whole takes the worst"
+    if not verdicts:
+        return Judgement("no target", math.nan, math.nan, "no reported numbers to compare with")
+    shortfall: Verdict = "below" if direction == "higher" else "above"
+    excess: Verdict = "above" if direction == "higher" else "below"
+    verdict: Verdict = shortfall if shortfall in verdicts else excess if excess in verdicts else "reproduced"
+    return Judgement(verdict, math.nan, math.nan, rule)
+
+
 def is_worse(verdict: Verdict, direction: Literal["higher", "lower"]) -> bool:
     """Whether a verdict is a shortfall for a metric where ``direction`` is better."""
     return verdict == ("below" if direction == "higher" else "above")

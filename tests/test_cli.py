@@ -57,6 +57,7 @@ def test_run_help_documents_every_option() -> None:
         "--fresh",
         "--stop-after",
         "--data-dir",
+        "--variant",
     ):
         assert option in text
 

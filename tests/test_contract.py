@@ -60,7 +60,7 @@ def test_smoke_run_completes_validates_and_learns(
     test_bank = banks[bench.test_part]
     frozen = freeze_tasks(
         test_bank,
-        EpisodeShape(bench.ways, bench.shots, bench.queries),
+        EpisodeShape(bench.ways, bench.shots, bench.queries, bench.sequence),
         smoke.test_episodes,
         bench.test_seed,
         {"dataset": bench.dataset, "split": bench.split, "part": bench.test_part, "image_size": bench.image_size},

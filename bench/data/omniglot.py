@@ -17,6 +17,9 @@ spec names the split. Every split is a list of (character, rotation) classes per
 ``reptile``   Nichol et al.'s code: shuffled with ``random.seed(0)``, 1200 ``train`` with rotations,
               423 ``test`` unrotated.
 ``lake``      The background / evaluation alphabets (964 / 659 characters), unrotated.
+``santoro``   Santoro et al.'s MANN protocol: characters 1..1200 by global id ``train``, with rotations
+              by 90, 180, 270 degrees as new classes (4800); the remaining 423 (1201..1623) ``test``,
+              unrotated, as the paper describes rotations as training augmentation.
 """
 
 from __future__ import annotations
@@ -147,11 +150,16 @@ def _lake(data: OmniglotImages) -> dict[str, Tensor]:
     return {"train": _classes(background, 1), "test": _classes(evaluation, 1)}
 
 
+def _santoro(data: OmniglotImages) -> dict[str, Tensor]:
+    return {"train": _classes(list(range(1200)), ROTATIONS), "test": _classes(list(range(1200, NUM_CHARACTERS)), 1)}
+
+
 SPLITS: dict[str, Callable[[OmniglotImages], dict[str, Tensor]]] = {
     "protonet": _protonet,
     "maml": _maml,
     "reptile": _reptile,
     "lake": _lake,
+    "santoro": _santoro,
 }
 
 

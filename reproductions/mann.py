@@ -1,0 +1,163 @@
+"""Memory-Augmented Neural Network (Santoro, Bartunov, Botvinick, Wierstra & Lillicrap, ICML 2016).
+
+An LSTM controller reads an episode one example at a time: at step ``t`` it sees the image ``x_t``
+with the *previous* step's label ``y_(t-1)``, so it must bind an image to its label one step later and
+recall the binding when the class comes back. The binding lives in an external memory (128 slots of
+40) written by least-recently-used access (LRUA), the paper's equations, with ``H`` heads:
+
+* content addressing, eq. (2): ``w^r_t(i) = softmax_i K(k_t, M_t(i))`` with cosine similarity ``K``;
+  the read is ``r_t = sum_i w^r_t(i) M_t(i)``;
+* usage, eq. (5): ``w^u_t = gamma w^u_(t-1) + w^r_t + w^w_t``;
+* least-used weights, eq. (6): ``w^lu_t(i) = 0`` if ``w^u_t(i)`` is above the ``n``-th smallest usage
+  (``n`` = number of reads), else 1;
+* write weights, eq. (7): ``w^w_t = sigma(alpha) w^r_(t-1) + (1 - sigma(alpha)) w^lu_(t-1)``;
+* before writing, the least-used slot (from ``w^u_(t-1)``) is zeroed; then, eq. (8),
+  ``M_t(i) = M_(t-1)(i) + w^w_t(i) k_t``: the write vector is the key itself.
+
+Where the paper is silent this follows the usual reading of it (tristandeleu/ntm-one-shot): the
+controller also receives the previous reads ``r_(t-1)``; keys are ``tanh`` of a linear map of the
+controller state, one key and one gate ``alpha`` per head, and each head reads with its own key after
+the write; the output is a softmax over the episode's classes of a linear map of ``[h_t; r_t]``. Memory,
+usage and read weights start at zero in every episode (memory is wiped between episodes); a
+least-used tie is broken by slot order. ``memory = false`` gives the paper's LSTM baseline: the same
+controller reading ``(x_t, y_(t-1))`` with no external memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metabench.episodes import EpisodeBatch, as_sequence
+from metabench.reproduction import Reproduction, StepOutput, TaskInfo
+
+COSINE_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class MANNHyperparameters:
+    controller: int = 200
+    memory_slots: int = 128
+    memory_width: int = 40
+    read_heads: int = 4
+    gamma: float = 0.99
+    memory: bool = True
+    max_shift: int = 0
+
+
+@dataclass(frozen=True)
+class MemoryState:
+    """The memory ``[B, slots, width]``, usage ``w^u`` ``[B, slots]`` and last read weights ``[B, heads, slots]``."""
+
+    memory: Tensor
+    usage: Tensor
+    read_weights: Tensor
+
+    @staticmethod
+    def blank(batch: int, heads: int, slots: int, width: int, device: torch.device) -> MemoryState:
+        return MemoryState(
+            torch.zeros(batch, slots, width, device=device),
+            torch.zeros(batch, slots, device=device),
+            torch.zeros(batch, heads, slots, device=device),
+        )
+
+
+def cosine_read_weights(keys: Tensor, memory: Tensor) -> Tensor:
+    """Eq. (2): softmax over slots of the cosine similarity of each key ``[B, H, W]`` to each slot."""
+    dots = keys @ memory.transpose(1, 2)  # [B, H, N]
+    norms = keys.norm(dim=-1, keepdim=True) * memory.norm(dim=-1).unsqueeze(1)
+    return torch.softmax(dots / (norms + COSINE_EPS), dim=-1)
+
+
+def least_used(usage: Tensor, n: int) -> Tensor:
+    """Eq. (6): 1 at the ``n`` slots of smallest usage, 0 elsewhere (``[B, N]``)."""
+    smallest = usage.argsort(dim=-1, stable=True)[..., :n]
+    return torch.zeros_like(usage).scatter_(-1, smallest, 1.0)
+
+
+def lrua_step(state: MemoryState, keys: Tensor, gates: Tensor, gamma: float) -> tuple[Tensor, MemoryState]:
+    """One write-then-read of LRUA memory with keys ``[B, H, W]`` and gate logits ``alpha`` ``[B, H]``.
+
+    Returns the reads ``[B, H, W]`` and the new state; eqs. (2), (5)-(8) of the paper.
+    """
+    heads = keys.shape[1]
+    previous_least_used = least_used(state.usage, heads)
+    sigma = torch.sigmoid(gates).unsqueeze(-1)
+    write_weights = sigma * state.read_weights + (1.0 - sigma) * previous_least_used.unsqueeze(1)
+    emptiest = F.one_hot(state.usage.argmin(dim=-1), state.usage.shape[-1]).to(state.memory.dtype)
+    memory = state.memory * (1.0 - emptiest).unsqueeze(-1)
+    memory = memory + write_weights.transpose(1, 2) @ keys
+    read_weights = cosine_read_weights(keys, memory)
+    reads = read_weights @ memory
+    usage = gamma * state.usage + read_weights.sum(1) + write_weights.sum(1)
+    return reads, MemoryState(memory, usage, read_weights)
+
+
+def translate(images: Tensor, max_shift: int) -> Tensor:
+    """Shift each image ``[n, C, H, W]`` by a random whole number of pixels in ``[-max_shift, max_shift]``
+    along each axis, filling with background (0): the paper's small random translations."""
+    if max_shift <= 0:
+        return images
+    n, _, height, width = images.shape
+    padded = F.pad(images, (max_shift,) * 4)
+    dy = torch.randint(0, 2 * max_shift + 1, (n, 1), device=images.device)
+    dx = torch.randint(0, 2 * max_shift + 1, (n, 1), device=images.device)
+    rows = (dy + torch.arange(height, device=images.device)).view(n, 1, height, 1)
+    cols = (dx + torch.arange(width, device=images.device)).view(n, 1, 1, width)
+    batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
+    channel = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
+    return padded[batch, channel, rows, cols]
+
+
+class MANN(Reproduction):
+    """MANN with an LSTM controller and LRUA memory, or (``memory = false``) the LSTM baseline."""
+
+    Hyperparameters = MANNHyperparameters
+
+    def __init__(self, hparams: MANNHyperparameters, task: TaskInfo) -> None:
+        super().__init__(hparams, task)
+        pixels = task.channels * task.image_size * task.image_size
+        reads = hparams.read_heads * hparams.memory_width if hparams.memory else 0
+        self.controller = nn.LSTMCell(pixels + task.ways + reads, hparams.controller)
+        if hparams.memory:
+            self.keys = nn.Linear(hparams.controller, hparams.read_heads * hparams.memory_width)
+            self.gates = nn.Linear(hparams.controller, hparams.read_heads)
+        self.output = nn.Linear(hparams.controller + reads, task.ways)
+
+    def forward(self, images: Tensor, labels: Tensor) -> Tensor:
+        """Logits ``[B, T, ways]`` for a sequence of images ``[B, T, C, H, W]`` and their labels ``[B, T]``."""
+        h = self.hparams
+        batch, steps = labels.shape
+        x = images.flatten(2)
+        previous = F.one_hot(labels, self.task.ways).to(x.dtype).roll(1, dims=1)
+        previous[:, 0] = 0.0  # no label before the first step
+        hidden = x.new_zeros(batch, h.controller)
+        cell = x.new_zeros(batch, h.controller)
+        state = MemoryState.blank(batch, h.read_heads, h.memory_slots, h.memory_width, x.device)
+        reads = x.new_zeros(batch, h.read_heads * h.memory_width if h.memory else 0)
+        outputs = []
+        for t in range(steps):
+            hidden, cell = self.controller(torch.cat([x[:, t], previous[:, t], reads], dim=1), (hidden, cell))
+            if h.memory:
+                keys = torch.tanh(self.keys(hidden)).view(batch, h.read_heads, h.memory_width)
+                read, state = lrua_step(state, keys, self.gates(hidden), h.gamma)
+                reads = read.flatten(1)
+            outputs.append(self.output(torch.cat([hidden, reads], dim=1)))
+        return torch.stack(outputs, dim=1)
+
+    def meta_loss(self, batch: EpisodeBatch) -> StepOutput:
+        images, labels = as_sequence(batch)
+        if self.hparams.max_shift:
+            images = translate(images.flatten(0, 1), self.hparams.max_shift).view_as(images)
+        logits = self(images, labels)
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        accuracy = (logits.argmax(-1) == labels).float().mean().mul(100.0).detach()
+        return StepOutput(loss, accuracy)
+
+    def predict(self, batch: EpisodeBatch) -> Tensor:
+        """Logits for every step of each sequence episode, ``[B, T, ways]``."""
+        images, labels = as_sequence(batch)
+        return self(images, labels)
