@@ -218,25 +218,36 @@ def sample_index(
     return EpisodeIndex(classes, examples, order)
 
 
-class EpisodeSampler:
-    """Training episodes from a bank, drawn by a generator on the bank's device."""
+class SeededSampler:
+    """A training sampler whose only state is a seeded generator on the data's device.
 
-    def __init__(self, bank: ClassBank, shape: EpisodeShape, seed: int) -> None:
-        bank.check_shape(shape)
-        self.bank = bank
-        self.shape = shape
-        self.generator = torch.Generator(device=bank.device)
+    Checkpoints save :meth:`state` and a resumed run passes it to :meth:`restore`, so the episodes
+    after a resume are exactly those an uninterrupted run would have drawn.
+    """
+
+    def __init__(self, device: torch.device, seed: int) -> None:
+        self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
-
-    def sample(self, count: int) -> EpisodeBatch:
-        index = sample_index(self.bank.num_classes, self.bank.examples_per_class, self.shape, count, self.generator)
-        return self.bank.gather(index, self.shape)
 
     def state(self) -> Tensor:
         return self.generator.get_state()
 
     def restore(self, state: Tensor) -> None:
         self.generator.set_state(state)
+
+
+class EpisodeSampler(SeededSampler):
+    """Training episodes from a bank, drawn by a generator on the bank's device."""
+
+    def __init__(self, bank: ClassBank, shape: EpisodeShape, seed: int) -> None:
+        bank.check_shape(shape)
+        super().__init__(bank.device, seed)
+        self.bank = bank
+        self.shape = shape
+
+    def sample(self, count: int) -> EpisodeBatch:
+        index = sample_index(self.bank.num_classes, self.bank.examples_per_class, self.shape, count, self.generator)
+        return self.bank.gather(index, self.shape)
 
 
 @dataclass(frozen=True)

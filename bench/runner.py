@@ -27,6 +27,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from torch import Tensor
 
 from metabench import provenance, results
 from metabench.data import channels as dataset_channels
@@ -37,8 +38,8 @@ from metabench.errors import InterruptedRun, MetabenchError, UnknownNameError, d
 from metabench.evaluate import evaluate, evaluate_by_instance
 from metabench.registry_loader import get_spec, implementation
 from metabench.reproduction import Reproduction, TaskInfo
-from metabench.spec import Benchmark, Profile, Spec
-from metabench.stats import judge, mean_interval, worst
+from metabench.spec import Benchmark, Profile, Reported, Spec
+from metabench.stats import Interval, Judgement, judge, mean_interval, worst
 from metabench.tasks import Frozen, TaskSource, freeze_tasks, frozen_batches, make_sampler
 
 VALIDATION_SEED_OFFSET = 1
@@ -380,6 +381,22 @@ def _train(
     return state
 
 
+def _scored(scores: Tensor, summary: Interval, reported: Reported | None, judgement: Judgement) -> dict[str, Any]:
+    """The per-episode scores, their summary, the reported number and the verdict, as a result stores them
+    for a benchmark and for each component of a vector benchmark."""
+    return {
+        "scores": [round(float(s), 4) for s in scores],
+        "summary": {"mean": summary.mean, "ci95": summary.half_width, "std": summary.std, "n": summary.n},
+        "reported": None if reported is None else dict(reported.__dict__),
+        "verdict": {
+            "verdict": judgement.verdict,
+            "difference": judgement.difference,
+            "band": judgement.band,
+            "rule": judgement.rule,
+        },
+    }
+
+
 def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, Any], Path]:
     """Run one benchmark end to end; returns the result and the path it was written to."""
     console = console or Console(stderr=True)
@@ -470,15 +487,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
                 {
                     "name": component.name,
                     "instance": component.instance,
-                    "scores": [round(float(s), 4) for s in by_instance[:, column]],
-                    "summary": {"mean": part.mean, "ci95": part.half_width, "std": part.std, "n": part.n},
-                    "reported": None if component.reported is None else dict(component.reported.__dict__),
-                    "verdict": {
-                        "verdict": verdict.verdict,
-                        "difference": verdict.difference,
-                        "band": verdict.band,
-                        "rule": verdict.rule,
-                    },
+                    **_scored(by_instance[:, column], part, component.reported, verdict),
                     "floor": bench.floor_of(profile, component.name),
                 }
             )
@@ -525,15 +534,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         "overrides": overrides,
         "seed": request.seed,
         "test_episodes": {"count": frozen.count, "seed": bench.test_seed, "digest": frozen.digest},
-        "scores": [round(float(s), 4) for s in scores],
-        "summary": {"mean": summary.mean, "ci95": summary.half_width, "std": summary.std, "n": summary.n},
-        "reported": None if bench.reported is None else dict(bench.reported.__dict__),
-        "verdict": {
-            "verdict": judgement.verdict,
-            "difference": judgement.difference,
-            "band": judgement.band,
-            "rule": judgement.rule,
-        },
+        **_scored(scores, summary, bench.reported, judgement),
         "targets": {"chance": bench.chance, "floor": profile.floor, "min_above_chance": profile.min_above_chance},
         "curve": state.curve,
         "timing": {

@@ -264,6 +264,7 @@ def test_compare_links_a_runs_figures() -> None:
             {
                 "paper": "maml",
                 "benchmark": "sinusoid-5shot",
+                "component": "",
                 "reported": 0.35,
                 "reported_pm": 0.0,
                 "pm_kind": "none",

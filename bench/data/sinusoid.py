@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metabench.episodes import EpisodeBatch, EpisodeShape
+from metabench.episodes import EpisodeBatch, EpisodeShape, SeededSampler
 from metabench.errors import MetabenchError
 
 CPU = torch.device("cpu")
@@ -86,23 +86,16 @@ class SinusoidFamily:
         return FrozenFunctions(full_key, draws, shape, digest.hexdigest())
 
 
-class FunctionSampler:
+class FunctionSampler(SeededSampler):
     """Training functions drawn by a generator on the family's device; its state checkpoints like a sampler's."""
 
     def __init__(self, family: SinusoidFamily, shape: EpisodeShape, seed: int) -> None:
         family.check_shape(shape)
+        super().__init__(family.device, seed)
         self.family, self.shape = family, shape
-        self.generator = torch.Generator(device=family.device)
-        self.generator.manual_seed(seed)
 
     def sample(self, count: int) -> EpisodeBatch:
         return self.family.batch(self.family.draw(count, self.shape, self.generator), self.shape)
-
-    def state(self) -> Tensor:
-        return self.generator.get_state()
-
-    def restore(self, state: Tensor) -> None:
-        self.generator.set_state(state)
 
 
 @dataclass(frozen=True)
