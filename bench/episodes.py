@@ -134,6 +134,14 @@ class ClassBank:
     def to(self, device: torch.device | str) -> ClassBank:
         return ClassBank(self.images.to(device), self.name)
 
+    def sampler(self, shape: EpisodeShape, seed: int) -> EpisodeSampler:
+        """A seeded training sampler of ``shape`` episodes over this bank."""
+        return EpisodeSampler(self, shape, seed)
+
+    def freeze(self, shape: EpisodeShape, count: int, seed: int, key: dict[str, object]) -> FrozenEpisodes:
+        """The frozen episodes of ``shape`` drawn from ``seed``; see :func:`freeze`."""
+        return freeze(self, shape, count, seed, key)
+
     def check_shape(self, shape: EpisodeShape) -> None:
         """Refuse an episode this bank cannot provide, saying which number to lower."""
         label = f"the {self.name} part" if self.name else "this class bank"

@@ -21,7 +21,7 @@ from metabench.episodes import (
     split_episodes,
 )
 from metabench.reproduction import Reproduction
-from metabench.tasks import Frozen, TaskSource, frozen_batches
+from metabench.tasks import Frozen, TaskSource
 
 EMBED_CHUNK = 1024
 
@@ -78,7 +78,7 @@ def _predictions(
             if embedded:
                 batches, predict = _embedded_batches(model, episodes, bank, batch_size), model.predict_embedded
             else:
-                batches, predict = frozen_batches(episodes, bank, batch_size), model.predict
+                batches, predict = episodes.batches(bank, batch_size), model.predict
             for batch in batches:
                 yield predict(batch).detach(), targets(batch)
                 if on_batch is not None:

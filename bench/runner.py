@@ -40,7 +40,7 @@ from metabench.registry_loader import get_spec, implementation
 from metabench.reproduction import Reproduction, TaskInfo
 from metabench.spec import Benchmark, Profile, Reported, Spec
 from metabench.stats import Interval, Judgement, judge, mean_interval, worst
-from metabench.tasks import Frozen, TaskSource, freeze_tasks, frozen_batches, make_sampler
+from metabench.tasks import Frozen, TaskSource
 
 VALIDATION_SEED_OFFSET = 1
 
@@ -245,8 +245,7 @@ def _train(
     fingerprint: str,
     console: Console,
 ) -> _TrainState:
-    sampler = make_sampler(
-        banks.get(profile.train_part, f"{bench.id}.profiles.{profile.name}.train_part"),
+    sampler = banks.get(profile.train_part, f"{bench.id}.profiles.{profile.name}.train_part").sampler(
         EpisodeShape(profile.train_ways, profile.train_shots, profile.train_queries, bench.sequence),
         seed=request.seed,
     )
@@ -260,8 +259,7 @@ def _train(
             "image_size": bench.image_size,
         }
         validation = (
-            freeze_tasks(
-                val_bank,
+            val_bank.freeze(
                 EpisodeShape(bench.ways, bench.shots, bench.queries, bench.sequence),
                 profile.val_episodes,
                 bench.test_seed + VALIDATION_SEED_OFFSET,
@@ -443,7 +441,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     test_bank = banks.get(bench.test_part, f"{bench.id}.test_part")
     shape = EpisodeShape(bench.ways, bench.shots, bench.queries, bench.sequence)
     test_key = {"dataset": bench.dataset, "split": bench.split, "part": bench.test_part, "image_size": bench.image_size}
-    frozen = freeze_tasks(test_bank, shape, profile.test_episodes, bench.test_seed, test_key)
+    frozen = test_bank.freeze(shape, profile.test_episodes, bench.test_seed, test_key)
 
     torch.manual_seed(request.seed)
     cls = implementation(spec)
@@ -497,7 +495,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     path = results.result_path(request.output, spec.key, bench.id, profile.name, request.seed, created)
     weights = path.with_suffix(".pt")
     # Figures a reproduction draws of its own predictions (the sinusoid fits), beside the result.
-    figures = [f.name for f in model.figures(next(iter(frozen_batches(frozen, test_bank, profile.eval_batch))), path)]
+    figures = [f.name for f in model.figures(next(iter(frozen.batches(test_bank, profile.eval_batch))), path)]
     atomic_torch_save(
         {
             "paper": spec.key,

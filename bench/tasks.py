@@ -1,49 +1,52 @@
-"""Where episodes come from, whatever the data: class banks of images, or families of functions.
+"""Where episodes come from, whatever the data: class banks of images, families of functions, problems.
 
 The runner asks a split part for a seeded training sampler and for frozen test episodes, and nothing
 else. Image datasets answer with :class:`~metabench.episodes.ClassBank` (episodes of classes and
 examples); regression sources such as :class:`~metabench.data.sinusoid.SinusoidFamily` answer with
-their own sampler and frozen tasks. A new kind of source implements ``sampler``, ``freeze``, ``to``
-and ``check_shape`` and needs no change to the runner.
+their own sampler and frozen tasks. A new kind of source implements the :class:`TaskSource` protocol
+(``sampler``, ``freeze``, ``to``, ``check_shape``) and registers its loader in
+:mod:`metabench.data`; the runner and evaluator need no change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol, TypeAlias
+from typing import Any, Protocol
 
+import torch
 from torch import Tensor
 
-from metabench.data.sinusoid import FrozenFunctions, SinusoidFamily
-from metabench.episodes import ClassBank, EpisodeBatch, EpisodeSampler, EpisodeShape, FrozenEpisodes, freeze
-
-TaskSource: TypeAlias = ClassBank | SinusoidFamily
-Frozen: TypeAlias = FrozenEpisodes | FrozenFunctions
+from metabench.episodes import EpisodeBatch, EpisodeShape
 
 
 class Sampler(Protocol):
+    """Seeded training batches whose generator state checkpoints with the run."""
+
     def sample(self, count: int) -> EpisodeBatch: ...
     def state(self) -> Tensor: ...
     def restore(self, state: Tensor) -> None: ...
 
 
-def make_sampler(source: TaskSource, shape: EpisodeShape, seed: int) -> Sampler:
-    """A seeded training sampler over ``source``."""
-    if isinstance(source, ClassBank):
-        return EpisodeSampler(source, shape, seed)
-    return source.sampler(shape, seed)
+class Frozen(Protocol):
+    """A fixed, digest-identified list of test tasks, the same on every machine and device."""
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def digest(self) -> str: ...
+
+    def batches(self, source: Any, batch_size: int) -> Iterator[EpisodeBatch]:
+        """The tasks in order, ``batch_size`` at a time, built from ``source`` (the part they were frozen from)."""
+        ...
 
 
-def freeze_tasks(source: TaskSource, shape: EpisodeShape, count: int, seed: int, key: dict[str, object]) -> Frozen:
-    """The frozen test (or validation) episodes of ``source``; the same on every machine and device."""
-    if isinstance(source, ClassBank):
-        return freeze(source, shape, count, seed, key)
-    return source.freeze(shape, count, seed, key)
+class TaskSource(Protocol):
+    """One part of a split (train, val, test): what episodes or tasks are drawn from."""
 
+    name: str
 
-def frozen_batches(frozen: Frozen, source: TaskSource, batch_size: int) -> Iterator[EpisodeBatch]:
-    if isinstance(frozen, FrozenEpisodes):
-        assert isinstance(source, ClassBank)
-        return frozen.batches(source, batch_size)
-    assert isinstance(source, SinusoidFamily)
-    return frozen.batches(source, batch_size)
+    def to(self, device: torch.device | str) -> TaskSource: ...
+    def check_shape(self, shape: EpisodeShape) -> None: ...
+    def sampler(self, shape: EpisodeShape, seed: int) -> Sampler: ...
+    def freeze(self, shape: EpisodeShape, count: int, seed: int, key: dict[str, object]) -> Frozen: ...

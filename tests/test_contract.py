@@ -20,7 +20,6 @@ from metabench.episodes import EpisodeShape
 from metabench.evaluate import evaluate
 from metabench.registry_loader import all_specs, implementation
 from metabench.reproduction import TaskInfo
-from metabench.tasks import freeze_tasks
 
 CASES = [(spec.key, bench.id) for spec in all_specs().values() for bench in spec.benchmarks]
 
@@ -58,8 +57,7 @@ def test_smoke_run_completes_validates_and_learns(
 
     banks = load_parts(bench.dataset, bench.split, bench.image_size, data_dir=folder, progress=False)
     test_bank = banks[bench.test_part]
-    frozen = freeze_tasks(
-        test_bank,
+    frozen = test_bank.freeze(
         EpisodeShape(bench.ways, bench.shots, bench.queries, bench.sequence),
         smoke.test_episodes,
         bench.test_seed,

@@ -1,53 +1,112 @@
-"""Data sources: each dataset's archives, preprocessing and named splits, as class banks.
+"""Data sources: each dataset's archives, preprocessing and named splits, as task sources.
 
 ``load_parts`` is the one entry the runner uses: it returns every part of a named split (``train``,
-``val``, ``test``...) as a :class:`~metabench.episodes.ClassBank` on the CPU; the runner moves the parts
-it needs to the device once. ``channels`` says how many colour channels a dataset's images have.
+``val``, ``test``...) as a task source on the CPU (a :class:`~metabench.episodes.ClassBank` for image
+datasets, a family of functions or problems otherwise); the runner moves the parts it needs to the
+device once. A new dataset is one :class:`Dataset` entry in ``DATASETS``: its splits, its channel
+count and its loader.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metabench.episodes import ClassBank
+from metabench.errors import UnknownNameError, did_you_mean
 
 if TYPE_CHECKING:
     from metabench.tasks import TaskSource
-from metabench.errors import MetabenchError, UnknownNameError, did_you_mean
-
-DATASETS = ("omniglot", "miniimagenet", "sinusoid")
-_CHANNELS = {"omniglot": 1, "miniimagenet": 3, "sinusoid": 1}
 
 
-def _unknown(dataset: str) -> UnknownNameError:
-    return UnknownNameError(f"unknown dataset {dataset!r}", did_you_mean(dataset, list(DATASETS)))
+@dataclass(frozen=True)
+class LoadRequest:
+    """What a loader is asked for: a split at an image size, from a folder, downloading or not."""
+
+    split: str
+    image_size: int
+    data_dir: Path | None
+    download: bool
+    progress: bool
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset the registry can name: its split names, input channels and loader.
+
+    ``channels`` counts colour channels of images, or input features of a regression source (the
+    sinusoid has 1, with ``image_size`` 1). ``splits`` is called lazily so that listing datasets does not
+    import every loader.
+    """
+
+    channels: int
+    splits: Callable[[], list[str]]
+    load: Callable[[LoadRequest], dict[str, TaskSource]]
+
+
+def _omniglot_splits() -> list[str]:
+    from metabench.data.omniglot import SPLITS
+
+    return list(SPLITS)
+
+
+def _load_omniglot(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import omniglot
+
+    data = omniglot.load_images(
+        request.image_size, request.data_dir, download=request.download, progress=request.progress
+    )
+    parts = omniglot.SPLITS[request.split](data)
+    return {name: ClassBank(omniglot.class_images(data, classes), name) for name, classes in parts.items()}
+
+
+def _mini_splits() -> list[str]:
+    from metabench.data.miniimagenet import SPLITS
+
+    return list(SPLITS)
+
+
+def _load_mini(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import miniimagenet
+
+    mini = miniimagenet.load_images(request.split, request.image_size, request.data_dir, progress=request.progress)
+    return {name: ClassBank(part.images, name) for name, part in mini.items()}
+
+
+def _sinusoid_splits() -> list[str]:
+    from metabench.data.sinusoid import SPLITS
+
+    return list(SPLITS)
+
+
+def _load_sinusoid(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import sinusoid
+
+    return dict(sinusoid.load_parts(request.split))
+
+
+DATASETS: dict[str, Dataset] = {
+    "omniglot": Dataset(1, _omniglot_splits, _load_omniglot),
+    "miniimagenet": Dataset(3, _mini_splits, _load_mini),
+    "sinusoid": Dataset(1, _sinusoid_splits, _load_sinusoid),
+}
+
+
+def _dataset(name: str) -> Dataset:
+    if name not in DATASETS:
+        raise UnknownNameError(f"unknown dataset {name!r}", did_you_mean(name, list(DATASETS)))
+    return DATASETS[name]
 
 
 def split_names(dataset: str) -> list[str]:
-    if dataset == "omniglot":
-        from metabench.data.omniglot import SPLITS
-
-        return list(SPLITS)
-    if dataset == "miniimagenet":
-        from metabench.data.miniimagenet import SPLITS as MINI_SPLITS
-
-        return list(MINI_SPLITS)
-    if dataset == "sinusoid":
-        from metabench.data.sinusoid import SPLITS as SINE_SPLITS
-
-        return list(SINE_SPLITS)
-    raise _unknown(dataset)
+    return _dataset(dataset).splits()
 
 
 def channels(dataset: str) -> int:
-    """Colour channels of the dataset's images: 1 for Omniglot (grayscale), 3 for miniImageNet (RGB).
-
-    A regression source counts its input features as channels (sinusoid: 1, with ``image_size`` 1).
-    """
-    if dataset not in _CHANNELS:
-        raise _unknown(dataset)
-    return _CHANNELS[dataset]
+    """Colour channels of the dataset's images (Omniglot 1, miniImageNet 3), or a regression source's inputs."""
+    return _dataset(dataset).channels
 
 
 def load_parts(
@@ -59,27 +118,13 @@ def load_parts(
     download: bool = True,
     progress: bool = True,
 ) -> dict[str, TaskSource]:
-    """Every part of ``split`` of ``dataset`` at ``image_size``, as CPU class banks (or task families).
+    """Every part of ``split`` of ``dataset`` at ``image_size``, as CPU task sources.
 
     ``download`` applies to datasets that can be downloaded; miniImageNet is always read from the
     user's folder (``data_dir``, ``$METABENCH_DATA`` or the cache; see :mod:`metabench.data.miniimagenet`).
     """
-    names = split_names(dataset)
+    source = _dataset(dataset)
+    names = source.splits()
     if split not in names:
         raise UnknownNameError(f"{dataset} has no split {split!r}", did_you_mean(split, names))
-    if dataset == "omniglot":
-        from metabench.data import omniglot
-
-        data = omniglot.load_images(image_size, data_dir, download=download, progress=progress)
-        parts = omniglot.SPLITS[split](data)
-        return {name: ClassBank(omniglot.class_images(data, classes), name) for name, classes in parts.items()}
-    if dataset == "miniimagenet":
-        from metabench.data import miniimagenet
-
-        mini = miniimagenet.load_images(split, image_size, data_dir, progress=progress)
-        return {name: ClassBank(part.images, name) for name, part in mini.items()}
-    if dataset == "sinusoid":
-        from metabench.data import sinusoid
-
-        return dict(sinusoid.load_parts(split))
-    raise MetabenchError(f"dataset {dataset!r} has no loader")  # pragma: no cover - guarded above
+    return source.load(LoadRequest(split, image_size, data_dir, download, progress))
