@@ -24,13 +24,16 @@ PROFILE_NAMES = ("smoke", "quick", "paper")
 PlusMinusKind = Literal["ci95", "std-runs", "unknown", "none"]
 Confidence = Literal["HIGH", "MED"]
 Direction = Literal["higher", "lower"]
-Metric = Literal["accuracy", "mse", "accuracy-by-instance"]
+Metric = Literal["accuracy", "mse", "accuracy-by-instance", "loss"]
 #: how the runner's learning rate moves: multiplied by lr_decay_factor every lr_decay_every steps, or
 #: annealed linearly from lr to 0 over the run (Reptile's meta step size)
 LrSchedule = Literal["step", "linear"]
 MIN_TEST_EPISODES = 600
 METRICS: tuple[str, ...] = get_args(Metric)
 VECTOR_METRICS = ("accuracy-by-instance",)
+#: metrics whose chance level is 100 / ways; every other metric states the score of a trivial predictor
+CLASSIFICATION_METRICS = ("accuracy", "accuracy-by-instance")
+ClaimConfidence = Literal["HIGH", "MED", "UNVERIFIED"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,21 @@ class Component:
     name: str
     instance: int
     reported: Reported | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a paper claims instead of a number: that its method beats named competitors.
+
+    Papers that report curves (learned optimizers) or unconfirmed numbers (shrinkage) are checked this
+    way: the run scores the method and every competitor in ``against`` on the same frozen test tasks,
+    and the claim holds when every paired comparison favours the method at the 5% level.
+    """
+
+    statement: str
+    against: tuple[str, ...]
+    confidence: ClaimConfidence
+    source: str
 
 
 @dataclass(frozen=True)
@@ -145,6 +163,7 @@ class Benchmark:
     sequence: bool = False
     variant: str = ""
     components: tuple[Component, ...] = ()
+    claim: Claim | None = None
 
     @property
     def chance(self) -> float:
@@ -341,6 +360,22 @@ def _parse_floor(table: _Table, components: int) -> float | tuple[float, ...] | 
     return floor
 
 
+def _parse_claim(table: _Table) -> Claim:
+    against = table.get("against", list)
+    if not against or not all(isinstance(name, str) and name for name in against):
+        raise table._fail("against", 'lists the competitors the claim is about, e.g. ["sgd", "adam"]')
+    if len(set(against)) != len(against):
+        raise table._fail("against", "names a competitor twice")
+    claim = Claim(
+        statement=table.get("statement", str),
+        against=tuple(against),
+        confidence=table.choice("confidence", get_args(ClaimConfidence)),
+        source=table.get("source", str),
+    )
+    table.reject_unread()
+    return claim
+
+
 def _parse_profile(name: str, table: _Table, reported: Reported | None, components: int = 0) -> Profile:
     model = table.get("model", dict, {})
     table.read.add("model")
@@ -410,6 +445,9 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
     elif instances:
         raise table._fail("instances", f"only vector metrics ({', '.join(VECTOR_METRICS)}) list instances")
     reported_table = table.get("reported", dict, None)
+    claim = _parse_claim(table.sub("claim")) if table.get("claim", dict, None) is not None else None
+    if claim is not None and reported_table:
+        raise table._fail("claim", "a benchmark states either a reported number or a claim, not both")
     reported: Reported | None = None
     components: tuple[Component, ...] = ()
     if reported_table and metric in VECTOR_METRICS:
@@ -453,17 +491,19 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         sequence=table.get("sequence", bool, False),
         variant=table.get("variant", str, ""),
         components=components,
+        claim=claim,
     )
     table.reject_unread()
     if bench.sequence and bench.is_vector and max(instances) > bench.shots + bench.queries:
         raise table._fail(
             "instances", f"instance {max(instances)} never occurs: a class appears shots + queries times per episode"
         )
-    if bench.metric != "mse" and bench.ways < 2:
+    classification = bench.metric in CLASSIFICATION_METRICS
+    if classification and bench.ways < 2:
         raise table._fail("ways", "an episode needs at least 2 ways")
-    if bench.metric != "mse" and bench.baseline is not None:
+    if classification and bench.baseline is not None:
         raise table._fail("chance", "is 100 / ways for accuracy; state it only for a regression metric")
-    if bench.metric == "mse" and bench.baseline is None:
+    if not classification and bench.baseline is None:
         raise table._fail("chance", f"missing: a {bench.metric} benchmark states the score of a trivial predictor")
     return bench
 
