@@ -79,3 +79,23 @@ def test_prediction_adapts_a_copy_and_returns_query_logits() -> None:
 def test_at_least_one_update() -> None:
     with pytest.raises(ValueError, match="at least one update"):
         MetaLSTM(MetaLSTMHyperparameters(updates=0), TASK)
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({"shots": 1}, "omniglot-5w1s"),
+        ({"shots": 1, "dataset": "miniimagenet"}, "miniimagenet-5w1s"),
+        ({"shots": 5}, "miniimagenet-5w5s"),
+    ],
+)
+def test_run_meta_lstm_shots_1_picks_the_benchmark_that_runs_anywhere(filters: dict, expected: str) -> None:
+    from metabench.registry_loader import get_spec
+    from metabench.runner import resolve_benchmark
+
+    spec = get_spec("meta-lstm")
+    chosen, _ = resolve_benchmark(spec, None, shots=filters.get("shots"), ways=None, dataset=filters.get("dataset"))
+    assert chosen.id == expected
+    assert (chosen.reported is None) == (chosen.dataset == "omniglot"), "Omniglot has no number in the paper"
+    if chosen.dataset == "miniimagenet":
+        assert chosen.profile("paper").model["updates"] == (12 if chosen.shots == 1 else 5), "the paper's updates"
