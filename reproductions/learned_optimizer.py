@@ -25,7 +25,6 @@ the paper defines it.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -258,7 +257,10 @@ class LearnedOptimizer(Reproduction):
         return float(self.tuning["tuned_lr"][name])
 
     def figures(self, batch: EpisodeBatch, result_path: Path) -> list[Path]:
-        """Mean loss against step for every optimizer on the first test batch (PNG), and the tuning (JSON)."""
+        """Mean loss against step for every optimizer on the first test batch (PNG and CSV), and the tuning (CSV).
+
+        The tables are CSV, not JSON, so that nothing but results is a ``.json`` in a results folder.
+        """
         problems = _problems(batch)
         was_training = self.training
         self.eval()
@@ -272,9 +274,21 @@ class LearnedOptimizer(Reproduction):
         means = {name: [float(v) for v in losses.mean(-1)] for name, losses in curves.items()}
         title = f"{result_path.stem.split('__')[0]}: learned optimizer against tuned baselines"
         png = plot_curves(means, self.tuning["tuned_lr"], problems.count, title, result_path.with_suffix(".png"))
-        info = result_path.with_name(result_path.stem + ".optimizers.json")
-        info.write_text(json.dumps({"tuning": self.tuning, "mean_loss_by_step": means}, indent=1) + "\n")
-        return [png, info]
+        by_step = result_path.with_name(result_path.stem + ".curves.csv")
+        rows = [",".join(["step", *means])]
+        rows += [
+            ",".join([str(step), *(f"{means[n][step]:.6g}" for n in means)]) for step in range(len(means[LEARNED]))
+        ]
+        by_step.write_text("\n".join(rows) + "\n")
+        tuning = result_path.with_name(result_path.stem + ".tuning.csv")
+        t = self.tuning
+        rows = ["optimizer,lr,mean_final_loss_on_tuning_problems,chosen,tuning_part,tuning_problems,tuning_digest"]
+        for name, scores in t["scores"].items():
+            for lr, score in scores.items():
+                chosen = float(lr) == t["tuned_lr"][name]
+                rows.append(f"{name},{lr},{score:.6g},{chosen},{t['part']},{t['problems']},{t['digest']}")
+        tuning.write_text("\n".join(rows) + "\n")
+        return [png, by_step, tuning]
 
 
 def _problems(batch: EpisodeBatch) -> Problems:

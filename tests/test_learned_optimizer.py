@@ -8,7 +8,6 @@ describe, every optimizer sees the same minibatches) and that the whole path run
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from pathlib import Path
 
@@ -182,11 +181,14 @@ def test_competitors_are_tuned_on_the_validation_part_never_the_test_part(tmp_pa
     assert model.predict(batch).shape == (12,)
 
     files = model.figures(batch, tmp_path / "quadratic__quick__seed0__T.json")
-    assert [f.name for f in files] == ["quadratic__quick__seed0__T.png", "quadratic__quick__seed0__T.optimizers.json"]
+    stem = "quadratic__quick__seed0__T"
+    assert [f.name for f in files] == [f"{stem}.png", f"{stem}.curves.csv", f"{stem}.tuning.csv"]
     assert files[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    info = json.loads(files[1].read_text())
-    assert set(info["mean_loss_by_step"]) == {LEARNED, *BASELINES}
-    assert all(len(curve) == 11 for curve in info["mean_loss_by_step"].values())
+    curves = files[1].read_text().splitlines()
+    assert curves[0].split(",") == ["step", LEARNED, *BASELINES] and len(curves) == 1 + 11
+    tuning = [line.split(",") for line in files[2].read_text().splitlines()[1:]]
+    assert len(tuning) == len(BASELINES) * 3 and {row[-1] for row in tuning} == {model.tuning["digest"]}
+    assert sorted(row[0] for row in tuning if row[3] == "True") == sorted(BASELINES), "one chosen rate each"
 
 
 def test_a_batch_without_a_tuning_part_is_refused() -> None:

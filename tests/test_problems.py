@@ -8,7 +8,6 @@ of the learned optimizer stores every tuned baseline's scores, the paired compar
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -156,11 +155,13 @@ def test_the_claim_stores_every_tuned_baseline_and_the_figures(tmp_path: Path) -
     assert stored["claim"]["verdict"] in ("holds", "fails", "inconclusive")
     for entry in stored["competitors"].values():
         assert len(entry["scores"]) == stored["test_episodes"]["count"]
-    png, info = (path.with_name(name) for name in stored["figures"])
+    png, curves, tuning = (path.with_name(name) for name in stored["figures"])
     assert png.suffix == ".png" and png.read_bytes()[:4] == b"\x89PNG"
-    tuning = json.loads(info.read_text())["tuning"]
-    assert tuning["part"] == "val" and set(tuning["tuned_lr"]) == set(BASELINES)
-    assert all(lr in tuning["grid"] for lr in tuning["tuned_lr"].values())
+    assert curves.read_text().startswith("step,lstm,sgd,nag,rmsprop,adam")
+    rows = [line.split(",") for line in tuning.read_text().splitlines()[1:]]
+    assert {row[4] for row in rows} == {"val"}, "tuned on the validation part"
+    assert sorted(row[0] for row in rows if row[3] == "True") == sorted(BASELINES)
+    assert not list(path.parent.glob("*.optimizers.json")), "no JSON beside a result but the result"
 
 
 @pytest.mark.parametrize(
