@@ -430,6 +430,12 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     profile = bench.profile(request.profile)
     overrides: dict[str, Any] = {}
     if request.train_episodes is not None:
+        if request.train_episodes % profile.steps_per_batch:
+            raise MetabenchError(
+                f"--train-episodes {request.train_episodes} is not a multiple of the profile's steps_per_batch "
+                f"({profile.steps_per_batch})",
+                "training ends on a batch boundary; round it to a multiple",
+            )
         overrides["train_episodes"] = request.train_episodes
     if request.test_episodes is not None:
         paper_count = (bench.reported.test_episodes or 0) if bench.reported else 0

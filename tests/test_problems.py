@@ -125,6 +125,11 @@ def test_steps_per_batch_stop_and_resume_give_the_uninterrupted_numbers(tmp_path
         assert resumed["competitors"][name]["scores"] == straight["competitors"][name]["scores"]
 
 
+def test_train_episodes_override_must_end_on_a_batch_boundary(tmp_path: Path) -> None:
+    with pytest.raises(MetabenchError, match="not a multiple of the profile's steps_per_batch"):
+        metabench.run_benchmark(**SMOKE, output=tmp_path, train_episodes=7)
+
+
 def test_an_interrupt_mid_batch_resumes_from_the_batch_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     straight, _ = metabench.run_benchmark(**SMOKE, output=tmp_path / "a")
     original = LearnedOptimizer.meta_loss
