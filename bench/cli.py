@@ -214,7 +214,9 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed for initialisation and training episodes.")] = 0,
     episodes: Annotated[
         int | None,
-        typer.Option(help="Number of frozen test episodes (at least 600, or the paper's count, outside smoke)."),
+        typer.Option(
+            help="Number of frozen test episodes (at least 600 outside smoke; a paper run also the paper's count)."
+        ),
     ] = None,
     train_episodes: Annotated[int | None, typer.Option(help="Override the profile's meta-training steps.")] = None,
     device: Annotated[

@@ -39,7 +39,7 @@ from metabench.errors import InterruptedRun, MetabenchError, UnknownNameError, d
 from metabench.evaluate import evaluate, evaluate_by_instance
 from metabench.registry_loader import get_spec, implementation
 from metabench.reproduction import Reproduction, TaskInfo
-from metabench.spec import Benchmark, Profile, Reported, Spec
+from metabench.spec import Benchmark, Profile, Reported, Spec, minimum_test_episodes
 from metabench.stats import Interval, Judgement, judge, judge_claim, mean_interval, worst
 from metabench.tasks import Frozen, TaskSource
 
@@ -438,12 +438,12 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
             )
         overrides["train_episodes"] = request.train_episodes
     if request.test_episodes is not None:
-        paper_count = (bench.reported.test_episodes or 0) if bench.reported else 0
-        minimum = 1 if profile.name == "smoke" else max(600, paper_count)
+        first_reported = bench.reported or next((c.reported for c in bench.components if c.reported), None)
+        minimum = minimum_test_episodes(profile.name, first_reported)
         if request.test_episodes < minimum:
             raise MetabenchError(
                 f"--episodes {request.test_episodes} is too few for the {profile.name} profile",
-                f"use at least {minimum} (600, or the paper's own count when larger)",
+                f"use at least {minimum} (600; a paper run also the paper's own count when larger)",
             )
         overrides["test_episodes"] = request.test_episodes
     profile = replace(profile, **overrides)
