@@ -9,6 +9,7 @@ from exactly where it stopped; a result file exists only for a finished run.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -284,8 +285,9 @@ def _train(
         state = _TrainState(**saved["state"])
         console.print(f"Resuming from step {state.step} of {profile.train_episodes} ({ckpt})")
 
-    def save(sampler_state: torch.Tensor, rng_state: torch.Tensor) -> None:
-        atomic_torch_save(
+    def snapshot(sampler_state: torch.Tensor, rng_state: torch.Tensor) -> dict[str, Any]:
+        """Everything a checkpoint holds, copied, so that a later step cannot change it."""
+        return copy.deepcopy(
             {
                 "fingerprint": fingerprint,
                 "model": model.state_dict(),
@@ -294,25 +296,34 @@ def _train(
                 "sampler": sampler_state,
                 "torch_rng": rng_state,
                 "state": dataclasses.asdict(state),
-            },
-            ckpt,
+            }
         )
 
+    def save(sampler_state: torch.Tensor, rng_state: torch.Tensor) -> None:
+        atomic_torch_save(snapshot(sampler_state, rng_state), ckpt)
+
     model.train()
+    per_batch = profile.steps_per_batch
     stop_at = (
         profile.train_episodes
         if request.stop_after is None
-        else min(profile.train_episodes, state.step + request.stop_after)
+        else min(profile.train_episodes, state.step + -(-request.stop_after // per_batch) * per_batch)
     )
+    # With several steps per batch, a run stopped mid-batch is saved as it was when the batch began
+    # (the reproduction's optimizee state is not in the checkpoint); the batch is then redone.
+    batch_start: dict[str, Any] | None = None
     with _progress(console, request.progress) as bar:
         task = bar.add_task(f"{bench.id} train", total=profile.train_episodes, completed=state.step, status="")
         started = time.perf_counter()
         step_sampler, step_rng = sampler.state(), torch.get_rng_state()
         try:
             while state.step < stop_at:
-                # An interrupted step is redone from these states, so resuming draws the same batches.
-                step_sampler, step_rng = sampler.state(), torch.get_rng_state()
-                batch = sampler.sample(profile.meta_batch)
+                if state.step % per_batch == 0:
+                    # An interrupted step is redone from these states, so resuming draws the same batches.
+                    step_sampler, step_rng = sampler.state(), torch.get_rng_state()
+                    if per_batch > 1:
+                        batch_start = snapshot(step_sampler, step_rng)
+                    batch = sampler.sample(profile.meta_batch)
                 out = model.meta_loss(batch)
                 if not torch.isfinite(out.loss):
                     raise MetabenchError(
@@ -321,15 +332,20 @@ def _train(
                     )
                 optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
+                if profile.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for p in model.parameters() if p.grad is not None], profile.clip_grad_norm
+                    )
                 optimizer.step()
                 scheduler.step()
                 state.step += 1
                 state.window_loss += float(out.loss.detach())
                 state.window_accuracy += float(out.accuracy)
                 state.window_steps += 1
-                step_sampler, step_rng = sampler.state(), torch.get_rng_state()
+                if state.step % per_batch == 0:
+                    step_sampler, step_rng = sampler.state(), torch.get_rng_state()
                 elapsed = state.seconds + time.perf_counter() - started
-                rate = state.step * profile.meta_batch / max(elapsed, 1e-9)
+                rate = state.step // per_batch * profile.meta_batch / max(elapsed, 1e-9)
                 bar.update(
                     task,
                     completed=state.step,
@@ -341,7 +357,7 @@ def _train(
                 if state.step % profile.val_every == 0 or state.step == profile.train_episodes:
                     point = {
                         "step": state.step,
-                        "episodes": state.step * profile.meta_batch,
+                        "episodes": state.step // per_batch * profile.meta_batch,
                         "seconds": round(elapsed, 3),
                         "train_loss": state.window_loss / state.window_steps,
                         f"train_{bench.metric}": state.window_accuracy / state.window_steps,
@@ -362,7 +378,11 @@ def _train(
                     save(step_sampler, step_rng)
         except BaseException as error:
             state.seconds += time.perf_counter() - started
-            save(step_sampler, step_rng)
+            if batch_start is not None and state.step % per_batch:
+                state.step -= state.step % per_batch
+                atomic_torch_save({**batch_start, "state": {**batch_start["state"], "seconds": state.seconds}}, ckpt)
+            else:
+                save(step_sampler, step_rng)
             if isinstance(error, KeyboardInterrupt):
                 raise InterruptedRun(
                     f"interrupted at step {state.step}; checkpoint saved to {ckpt}",
@@ -410,6 +430,12 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     profile = bench.profile(request.profile)
     overrides: dict[str, Any] = {}
     if request.train_episodes is not None:
+        if request.train_episodes % profile.steps_per_batch:
+            raise MetabenchError(
+                f"--train-episodes {request.train_episodes} is not a multiple of the profile's steps_per_batch "
+                f"({profile.steps_per_batch})",
+                "training ends on a batch boundary; round it to a multiple",
+            )
         overrides["train_episodes"] = request.train_episodes
     if request.test_episodes is not None:
         first_reported = bench.reported or next((c.reported for c in bench.components if c.reported), None)
@@ -589,7 +615,9 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
             "eval_seconds": round(eval_seconds, 3),
             "wall_seconds": round(time.perf_counter() - wall_started, 3),
             "train_steps": state.step,
-            "train_episodes_per_second": state.step * profile.meta_batch / max(state.seconds, 1e-9),
+            "train_episodes_per_second": (state.step // profile.steps_per_batch)
+            * profile.meta_batch
+            / max(state.seconds, 1e-9),
             "eval_episodes_per_second": frozen.count / max(eval_seconds, 1e-9),
         },
         **({"components": components} if components else {}),

@@ -126,6 +126,12 @@ class Profile:
     floor_note: str = ""
     min_above_chance: float | None = None
     lr_schedule: LrSchedule = "step"
+    #: optimiser steps taken on each sampled batch: a learned optimizer's truncated backpropagation
+    #: takes horizon / unroll steps on the same problems, the reproduction carrying the optimizee between
+    #: them (1: a fresh batch every step)
+    steps_per_batch: int = 1
+    #: rescale the meta-gradient to at most this norm before each step (Ravi & Larochelle clip at 0.25)
+    clip_grad_norm: float | None = None
     model: dict[str, Any] = field(default_factory=dict)
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -410,9 +416,20 @@ def _parse_profile(name: str, table: _Table, reported: Reported | None, componen
         floor_note=table.get("floor_note", str, ""),
         min_above_chance=table.get("min_above_chance", float, None),
         lr_schedule=table.choice("lr_schedule", get_args(LrSchedule), "step"),
+        steps_per_batch=table.positive("steps_per_batch", 1),
+        clip_grad_norm=table.get("clip_grad_norm", float, None),
         model=dict(model),
     )
     table.reject_unread()
+    if profile.clip_grad_norm is not None and profile.clip_grad_norm <= 0:
+        raise table._fail("clip_grad_norm", f"must be positive, found {profile.clip_grad_norm}")
+    for key in ("train_episodes", "checkpoint_every"):
+        if getattr(profile, key) % profile.steps_per_batch:
+            raise table._fail(
+                key,
+                f"{getattr(profile, key)} is not a multiple of steps_per_batch = {profile.steps_per_batch} "
+                "(checkpoints and the end of training fall on batch boundaries, so a resume is exact)",
+            )
     needed = minimum_test_episodes(name, reported)
     if profile.test_episodes < needed:
         raise table._fail(

@@ -87,10 +87,37 @@ def _load_sinusoid(request: LoadRequest) -> dict[str, TaskSource]:
     return dict(sinusoid.load_parts(request.split))
 
 
+def _quadratic_splits() -> list[str]:
+    from metabench.data.problems import QUADRATIC_SPLITS
+
+    return list(QUADRATIC_SPLITS)
+
+
+def _load_quadratic(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import problems
+
+    return dict(problems.quadratic_parts(request.split))
+
+
+def _mlp_splits() -> list[str]:
+    from metabench.data.problems import MLP_ARCHITECTURES
+
+    return list(MLP_ARCHITECTURES)
+
+
+def _load_mnist_mlp(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import problems
+
+    return dict(problems.mnist_parts(request.split, request.data_dir, request.download, request.progress))
+
+
 DATASETS: dict[str, Dataset] = {
     "omniglot": Dataset(1, _omniglot_splits, _load_omniglot),
     "miniimagenet": Dataset(3, _mini_splits, _load_mini),
     "sinusoid": Dataset(1, _sinusoid_splits, _load_sinusoid),
+    # optimisation problems (Andrychowicz et al.): channels are one problem's input size (10 dims, 784 pixels)
+    "quadratic": Dataset(10, _quadratic_splits, _load_quadratic),
+    "mnist-mlp": Dataset(784, _mlp_splits, _load_mnist_mlp),
 }
 
 
