@@ -105,7 +105,7 @@ def _archives_of(dataset: str) -> Any:
 def _reported_text(reported: Any, bench: Any = None) -> str:
     if bench is not None and bench.components:
         shown = [f"{c.name} {c.reported.printed() if c.reported else '—'}" for c in bench.components]
-        return "by instance: " + " / ".join(shown)
+        return ("by instance: " if bench.metric == "accuracy-by-instance" else f"{bench.metric}: ") + " / ".join(shown)
     if reported is None:
         return "no target"
     if reported.plus_minus_kind == "none":
@@ -257,6 +257,7 @@ def run(
 
 def _print_outcome(result: dict[str, Any], path: Path) -> None:
     from metabench.compare import verdict_style
+    from metabench.spec import component_label
 
     summary, reported, verdict = result["summary"], result["reported"], result["verdict"]
     table = Table(show_header=False, box=None)
@@ -276,9 +277,13 @@ def _print_outcome(result: dict[str, Any], path: Path) -> None:
         against = "  " if paper is None else f"  paper {paper:g}, {part['verdict']['difference']:+.2f}, "
         floor = "" if part["floor"] is None or result["profile"] != "quick" else f"  floor {part['floor']:g}"
         table.add_row(
-            f"{part['name']} instance",
+            component_label(part["name"]),
             f"{part['summary']['mean']:.2f} ± {part['summary']['ci95']:.2f}{against}"
             f"[{verdict_style(part['verdict']['verdict'])}]{part['verdict']['verdict']}[/]{floor}",
+        )
+    for name, part in result.get("also", {}).items():
+        table.add_row(
+            name, f"{part['summary']['mean']:.4f} ± {part['summary']['ci95']:.4f}  (reported beside, no verdict)"
         )
     style = verdict_style(verdict["verdict"])
     table.add_row("verdict", f"[{style}]{verdict['verdict']}[/]")
@@ -347,6 +352,7 @@ def check(
 ) -> None:
     """Exit 1 when a result falls short: paper runs below the reported band, quick runs below their floor."""
     from metabench import compare as comparing
+    from metabench.spec import component_label
 
     outcome = comparing.check(_selected(paths, paper, profile))
     out.print(comparing.check_table(outcome))
@@ -355,9 +361,9 @@ def check(
         out.print(f"[green]all {len(outcome)} results pass[/]")
         return
     for row in failures.itertuples():
+        part = f" ({component_label(row.component)})" if row.component else ""
         err.print(
-            f"[red]FAIL[/] {row.paper} {row.benchmark}{f' ({row.component} instance)' if row.component else ''} "
-            f"({row.profile}): {row.reason}",
+            f"[red]FAIL[/] {row.paper} {row.benchmark}{part} ({row.profile}): {row.reason}",
             highlight=False,
             soft_wrap=True,
         )

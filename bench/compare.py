@@ -5,9 +5,10 @@
 against the reported band, a ``quick`` run when its mean misses the floor its spec states, a
 ``smoke`` run when it does not clear chance by the spec's margin.
 
-A result of a vector benchmark (accuracy by instance) becomes one row per component, named in the
-``component`` column ("1st", "2nd", ...), each judged and checked like a scalar result; scalar results
-have an empty ``component``.
+A result of a vector benchmark (accuracy by instance, log-likelihood by context) becomes one row per
+component, named in the ``component`` column ("1st", "2nd", ..., "100 context"), each judged and checked
+like a scalar result; scalar results have an empty ``component``. Metrics a benchmark reports beside its
+own (``also``: the MSE beside a log-likelihood) are shown in the ``also`` column, neither judged nor checked.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rich.table import Table
 
 from metabench import results
 from metabench.errors import MetabenchError, ResultError
-from metabench.spec import printed_number
+from metabench.spec import component_label, printed_number
 from metabench.stats import is_worse, paired
 
 COLUMNS = [
@@ -52,6 +53,7 @@ COLUMNS = [
     "created",
     "path",
     "figures",
+    "also",
 ]
 
 
@@ -105,9 +107,15 @@ def _rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
                 "path": str(path),
                 # Figures the run drew (the sinusoid fits), by their path beside the result.
                 "figures": ";".join(str(path.with_name(name)) for name in data.get("figures", [])),
+                "also": "" if part else _also_cell(data.get("also", {})),
             }
         )
     return rows
+
+
+def _also_cell(also: dict[str, Any]) -> str:
+    """``mse 0.1234 ± 0.0056``: each metric reported beside the benchmark's, with its 95% interval."""
+    return "; ".join(f"{name} {p['summary']['mean']:.4f} ± {p['summary']['ci95']:.4f}" for name, p in also.items())
 
 
 def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
@@ -168,7 +176,8 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         {
             "paper": frame["paper"],
             "benchmark": [
-                f"{b} ({c} instance)" if c else b for b, c in zip(frame["benchmark"], frame["component"], strict=True)
+                f"{b} ({component_label(c)})" if c else b
+                for b, c in zip(frame["benchmark"], frame["component"], strict=True)
             ],
             "reported": frame.apply(_reported_cell, axis=1) if len(frame) else [],
             "reproduced": [f"{m:.2f} ± {c:.2f}" for m, c in zip(frame["mean"], frame["ci95"], strict=True)],
@@ -179,6 +188,8 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             "device": frame["device"],
         }
     )
+    if len(frame) and frame["also"].fillna("").astype(bool).any():
+        shown["also"] = frame["also"].fillna("")
     if len(frame) and frame["figures"].fillna("").astype(bool).any():
         shown["figures"] = [
             " ".join(f"[{Path(f).name}]({f})" for f in str(v).split(";") if f) if isinstance(v, str) else ""
@@ -264,7 +275,7 @@ def check_table(checked: pd.DataFrame) -> Table:
         table.add_column(column)
     for row in checked.itertuples():
         mark = "[green]pass[/]" if row.passed else "[red]FAIL[/]"
-        name = f"{row.benchmark} ({row.component} instance)" if row.component else row.benchmark
+        name = f"{row.benchmark} ({component_label(row.component)})" if row.component else row.benchmark
         table.add_row(row.paper, name, row.profile, mark, row.reason)
     return table
 

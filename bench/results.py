@@ -8,6 +8,9 @@ Schema versions: 1 is a scalar result; 2 adds ``components``, present when the b
 vector (``accuracy-by-instance``): one entry per component with its own per-episode scores, summary,
 reported value, verdict and floor, while the top level summarises the whole (for by-instance accuracy:
 accuracy over every step of the sequence) with the worst component's verdict. Version 1 files stay valid.
+
+Optional in either version: ``also``, metrics a benchmark reports beside its own from the same
+predictions (``{"mse": {"scores": [...], "summary": {...}}}``), with no reported value or verdict.
 """
 
 from __future__ import annotations
@@ -105,7 +108,24 @@ def validate(data: Any, source: str = "result") -> dict[str, Any]:
     if not all(isinstance(s, int | float) and not isinstance(s, bool) for s in data["scores"]):
         raise ResultError(f"{source}: scores must be numbers")
     _validate_components(data, source)
+    _validate_also(data, source)
     return data
+
+
+def _validate_also(data: dict[str, Any], source: str) -> None:
+    also = data.get("also")
+    if also is None:
+        return
+    if not isinstance(also, dict) or not also:
+        raise ResultError(f"{source}: 'also' is a non-empty table of metric name to scores and summary")
+    for name, part in also.items():
+        if not isinstance(part, dict) or not isinstance(part.get("scores"), list) or "summary" not in part:
+            raise ResultError(f"{source}: missing key also.{name}.'scores' or 'summary'")
+        if len(part["scores"]) != data["test_episodes"]["count"]:
+            raise ResultError(f"{source}: also.{name} has {len(part['scores'])} scores")
+        for key in _NESTED["summary"]:
+            if key not in part["summary"]:
+                raise ResultError(f"{source}: missing key also.{name}.summary.{key!r}")
 
 
 def _validate_components(data: dict[str, Any], source: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metabench.episodes import ClassBank
-from metabench.errors import UnknownNameError, did_you_mean
+from metabench.errors import MetabenchError, UnknownNameError, did_you_mean
 
 if TYPE_CHECKING:
     from metabench.tasks import TaskSource
@@ -87,10 +87,43 @@ def _load_sinusoid(request: LoadRequest) -> dict[str, TaskSource]:
     return dict(sinusoid.load_parts(request.split))
 
 
+def _gp_splits() -> list[str]:
+    from metabench.data.gp import SPLITS
+
+    return list(SPLITS)
+
+
+def _load_gp(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import gp
+
+    return dict(gp.load_parts(request.split))
+
+
+def _completion_splits() -> list[str]:
+    from metabench.data.completion import SPLITS
+
+    return list(SPLITS)
+
+
+def _load_mnist_completion(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import completion, mnist
+
+    if request.image_size != mnist.IMAGE_SIZE:
+        raise MetabenchError(
+            f"mnist-completion has 28x28 images, not {request.image_size}x{request.image_size}", "set image_size = 28"
+        )
+    data = mnist.load(request.data_dir, download=request.download, progress=request.progress)
+    return dict(completion.load_parts(request.split, data.train.images, data.test.images))
+
+
 DATASETS: dict[str, Dataset] = {
     "omniglot": Dataset(1, _omniglot_splits, _load_omniglot),
     "miniimagenet": Dataset(3, _mini_splits, _load_mini),
     "sinusoid": Dataset(1, _sinusoid_splits, _load_sinusoid),
+    # CNP's 1-D regression: functions drawn from a GP (one input)
+    "gp": Dataset(1, _gp_splits, _load_gp),
+    # CNP's image completion: MNIST pixels as regression tasks (two inputs: row and column)
+    "mnist-completion": Dataset(2, _completion_splits, _load_mnist_completion),
 }
 
 
