@@ -105,7 +105,7 @@ def _archives_of(dataset: str) -> Any:
 def _reported_text(reported: Any, bench: Any = None) -> str:
     if bench is not None and bench.components:
         shown = [f"{c.name} {c.reported.printed() if c.reported else '—'}" for c in bench.components]
-        return ("by instance: " if bench.metric == "accuracy-by-instance" else f"{bench.metric}: ") + " / ".join(shown)
+        return ("by instance: " if bench.metric == "accuracy-by-instance" else "by context: ") + " / ".join(shown)
     if reported is None:
         return "no target"
     if reported.plus_minus_kind == "none":

@@ -12,10 +12,10 @@ chosen by the spec's ``model.task``:
   :meth:`CNP.predict` returns ``[B, targets, y_dims, 2]``: mean and standard deviation.
 * ``classification`` (Omniglot): a context pair is (image embedding, one-hot label), the image embedded
   by the Conv-4 of :mod:`metabench.reproductions.backbones`; the encodings are averaged per class into
-  ``r_c``, and the decoder scores each (query embedding, ``r_c``) pair with one logit, so the logits
-  follow the classes whatever their labels; the loss is the cross-entropy (the categorical
-  log-likelihood). The paper's exact classifier decoder is not confirmed (its table is UNVERIFIED);
-  this is the design the registry notes state.
+  ``r_c``, and the decoder scores each (query embedding, ``r_c``) pair with one logit, so one decoder
+  serves any number of ways; the loss is the cross-entropy (the categorical log-likelihood). The
+  paper's exact classifier decoder is not confirmed (its table is UNVERIFIED); this is the design the
+  registry notes state.
 """
 
 from __future__ import annotations
