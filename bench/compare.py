@@ -306,7 +306,8 @@ def paired_report(first: Path, second: Path) -> str:
 
 
 def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
-    """Validation accuracy against training time, one panel per benchmark, the paper's number dashed.
+    """Validation accuracy (or the benchmark's metric) against training time, one panel per benchmark, the
+    paper's number dashed.
 
     Time rather than steps on the x-axis, because time-to-accuracy is what a researcher budgets for.
     """
@@ -321,9 +322,12 @@ def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
     figure, axes = plt.subplots(1, len(benchmarks), figsize=(4.2 * len(benchmarks), 3.4), squeeze=False)
     for axis, (paper_key, bench_id) in zip(axes[0], benchmarks, strict=True):
         rows = frame[(frame["paper"] == paper_key) & (frame["benchmark"] == bench_id)].drop_duplicates("path")
+        metric = "accuracy"
         for _, row in rows.iterrows():
-            curve = results.read(Path(row["path"]))["curve"]
-            points = [(p["seconds"], p["val_accuracy"]) for p in curve if "val_accuracy" in p]
+            data = results.read(Path(row["path"]))
+            metric = data["protocol"]["metric"]  # accuracy, or a regression metric (mse, log-likelihood)
+            key = f"val_{metric}"
+            points = [(p["seconds"], p[key]) for p in data["curve"] if key in p]
             if points:
                 seconds, accuracy = zip(*points, strict=True)
                 axis.plot(
@@ -337,7 +341,7 @@ def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
             axis.axhline(rows["reported"].iloc[0], color="black", linestyle="--", linewidth=1, label="paper")
         axis.set_title(f"{paper_key} {bench_id}", fontsize=10)
         axis.set_xlabel("training time (s)")
-        axis.set_ylabel("validation accuracy (%)")
+        axis.set_ylabel("validation accuracy (%)" if metric == "accuracy" else f"validation {metric}")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     figure.tight_layout()
