@@ -75,9 +75,16 @@ def point_predictions(predictions: Tensor, metric: str) -> Tensor:
 
 def score(predictions: Tensor, targets: Tensor, metric: str) -> Tensor:
     """Per-episode scores of ``[B, queries, ...]`` predictions: accuracy (%) of the argmax, the MSE, or the
-    Gaussian log-likelihood of ``[B, queries, ..., 2]`` (mean, std) predictions."""
+    Gaussian log-likelihood of ``[B, queries, ..., 2]`` (mean, std) predictions.
+
+    For ``loss`` the prediction already is the task's score (an optimizee's loss after its horizon,
+    say), ``[B]`` or ``[B, ...]`` averaged over the trailing dimensions; the targets are not used.
+    """
     if metric in GAUSSIAN_METRICS:
         return gaussian_log_likelihood(predictions, targets)
+    if metric == "loss":
+        values = predictions.to(torch.float64)
+        return values.flatten(1).mean(1) if values.dim() > 1 else values
     if metric == "mse":
         return (predictions.to(torch.float64) - targets.to(torch.float64)).pow(2).flatten(1).mean(1)
     return (predictions.argmax(-1) == targets).to(torch.float64).mean(1).mul(100.0)
@@ -89,9 +96,10 @@ def _predictions(
     bank: TaskSource,
     batch_size: int,
     on_batch: Callable[[int], None] | None,
+    competitor: str | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Per batch of frozen episodes: the model's predictions and their targets, detached."""
-    for _, predictions, labels in _predictions_of(model, episodes, bank, batch_size, on_batch):
+    """Per batch of frozen episodes: the model's (or a competitor's) predictions and their targets, detached."""
+    for _, predictions, labels in _predictions_of(model, episodes, bank, batch_size, on_batch, competitor):
         yield predictions, labels
 
 
@@ -101,8 +109,11 @@ def _predictions_of(
     bank: TaskSource,
     batch_size: int,
     on_batch: Callable[[int], None] | None,
+    competitor: str | None = None,
 ) -> Iterator[tuple[EpisodeBatch, Tensor, Tensor]]:
     """Per batch of frozen episodes: the batch, the model's predictions and their targets, detached.
+
+    With ``competitor`` the predictions are the named competitor's (:meth:`Reproduction.predict_competitor`).
 
     The model is put in evaluation mode (batch norm uses running statistics unless the reproduction
     implements a transductive mode itself) and restored to its previous mode afterwards; the consumer
@@ -113,13 +124,17 @@ def _predictions_of(
     try:
         with torch.set_grad_enabled(model.needs_grad_at_test):
             embedded = (
-                model.embeds_independently
+                competitor is None
+                and model.embeds_independently
                 and isinstance(episodes, FrozenEpisodes)
                 and isinstance(bank, ClassBank)
                 and not episodes.shape.sequence
             )
             if embedded:
                 batches, predict = _embedded_batches(model, episodes, bank, batch_size), model.predict_embedded
+            elif competitor is not None:
+                batches = episodes.batches(bank, batch_size)
+                predict = lambda batch: model.predict_competitor(competitor, batch)  # noqa: E731
             else:
                 batches, predict = episodes.batches(bank, batch_size), model.predict
             for batch in batches:
@@ -137,14 +152,16 @@ def evaluate(
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
     metric: str = "accuracy",
+    competitor: str | None = None,
 ) -> Tensor:
     """The metric (accuracy in %, MSE, log-likelihood) on each frozen episode, in episode order, as float64
     on the CPU.
 
     For sequence episodes the accuracy is over every step of the sequence; for log-likelihood by context,
     it is the log-likelihood given every context point of the task (all ``shots`` of them).
+    ``competitor`` scores a claim's competitor instead of the model's own method, on the same episodes.
     """
-    return evaluate_with(model, episodes, bank, batch_size, metric, (), on_batch)[0]
+    return evaluate_with(model, episodes, bank, batch_size, metric, (), on_batch, competitor)[0]
 
 
 def evaluate_with(
@@ -155,12 +172,13 @@ def evaluate_with(
     metric: str,
     also: tuple[str, ...] = (),
     on_batch: Callable[[int], None] | None = None,
+    competitor: str | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Like :func:`evaluate`, and each metric in ``also`` scored from the same predictions (a benchmark's
     ``also``: the MSE of a Gaussian prediction's mean beside its log-likelihood), per episode."""
     scores: list[Tensor] = []
     others: dict[str, list[Tensor]] = {name: [] for name in also}
-    for predictions, labels in _predictions(model, episodes, bank, batch_size, on_batch):
+    for predictions, labels in _predictions(model, episodes, bank, batch_size, on_batch, competitor):
         scores.append(score(predictions, labels, metric).cpu())
         for name in also:
             others[name].append(score(point_predictions(predictions, metric), labels, name).cpu())
