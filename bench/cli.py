@@ -107,7 +107,7 @@ def _reported_text(reported: Any, bench: Any = None) -> str:
         return f"claim: beats {', '.join(bench.claim.against)}"
     if bench is not None and bench.components:
         shown = [f"{c.name} {c.reported.printed() if c.reported else '—'}" for c in bench.components]
-        return "by instance: " + " / ".join(shown)
+        return ("by instance: " if bench.metric == "accuracy-by-instance" else "by context: ") + " / ".join(shown)
     if reported is None:
         return "no target"
     if reported.plus_minus_kind == "none":
@@ -264,6 +264,7 @@ def run(
 
 def _print_outcome(result: dict[str, Any], path: Path) -> None:
     from metabench.compare import verdict_style
+    from metabench.spec import component_label
 
     summary, reported, verdict = result["summary"], result["reported"], result["verdict"]
     table = Table(show_header=False, box=None)
@@ -283,9 +284,13 @@ def _print_outcome(result: dict[str, Any], path: Path) -> None:
         against = "  " if paper is None else f"  paper {paper:g}, {part['verdict']['difference']:+.2f}, "
         floor = "" if part["floor"] is None or result["profile"] != "quick" else f"  floor {part['floor']:g}"
         table.add_row(
-            f"{part['name']} instance",
+            component_label(part["name"]),
             f"{part['summary']['mean']:.2f} ± {part['summary']['ci95']:.2f}{against}"
             f"[{verdict_style(part['verdict']['verdict'])}]{part['verdict']['verdict']}[/]{floor}",
+        )
+    for name, part in result.get("also", {}).items():
+        table.add_row(
+            name, f"{part['summary']['mean']:.4f} ± {part['summary']['ci95']:.4f}  (reported beside, no verdict)"
         )
     claim = result.get("claim")
     if claim:
@@ -365,6 +370,7 @@ def check(
 ) -> None:
     """Exit 1 when a result falls short: paper runs below the reported band, quick runs below their floor."""
     from metabench import compare as comparing
+    from metabench.spec import component_label
 
     outcome = comparing.check(_selected(paths, paper, profile))
     out.print(comparing.check_table(outcome))
@@ -373,9 +379,9 @@ def check(
         out.print(f"[green]all {len(outcome)} results pass[/]")
         return
     for row in failures.itertuples():
+        part = f" ({component_label(row.component)})" if row.component else ""
         err.print(
-            f"[red]FAIL[/] {row.paper} {row.benchmark}{f' ({row.component} instance)' if row.component else ''} "
-            f"({row.profile}): {row.reason}",
+            f"[red]FAIL[/] {row.paper} {row.benchmark}{part} ({row.profile}): {row.reason}",
             highlight=False,
             soft_wrap=True,
         )

@@ -243,6 +243,11 @@ class SeededSampler:
     def restore(self, state: Tensor) -> None:
         self.generator.set_state(state)
 
+    def integer(self, low: int, high: int) -> int:
+        """A uniform integer in ``[low, high]`` from the sampler's generator: a size shared by one batch
+        (CNP's number of context points), drawn like everything else so that a resumed run draws it again."""
+        return int(torch.randint(low, high + 1, (1,), generator=self.generator, device=self.generator.device))
+
 
 class EpisodeSampler(SeededSampler):
     """Training episodes from a bank, drawn by a generator on the bank's device."""

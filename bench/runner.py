@@ -36,7 +36,7 @@ from metabench.data import load_parts
 from metabench.data.cache import atomic_torch_save
 from metabench.episodes import EpisodeShape
 from metabench.errors import InterruptedRun, MetabenchError, UnknownNameError, did_you_mean
-from metabench.evaluate import evaluate, evaluate_by_instance
+from metabench.evaluate import evaluate, evaluate_components, evaluate_with
 from metabench.registry_loader import get_spec, implementation
 from metabench.reproduction import Reproduction, TaskInfo
 from metabench.spec import Benchmark, Profile, Reported, Spec, minimum_test_episodes
@@ -415,6 +415,16 @@ def _scored(scores: Tensor, summary: Interval, reported: Reported | None, judgem
     }
 
 
+def _summarised(scores: Tensor) -> dict[str, Any]:
+    """Per-episode scores and their summary, without a verdict: a claim's competitor, or a metric reported
+    beside the benchmark's own (``also``)."""
+    summary = mean_interval(scores)
+    return {
+        "scores": [round(float(s), 4) for s in scores],
+        "summary": {"mean": summary.mean, "ci95": summary.half_width, "std": summary.std, "n": summary.n},
+    }
+
+
 def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, Any], Path]:
     """Run one benchmark end to end; returns the result and the path it was written to."""
     console = console or Console(stderr=True)
@@ -494,13 +504,16 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         task_id = bar.add_task(f"{bench.id} test", total=frozen.count, status=f"{frozen.count} frozen episodes")
         try:
             advance = lambda n: bar.advance(task_id, n)  # noqa: E731
+            also: dict[str, Tensor] = {}
             if bench.is_vector:
                 instances = tuple(c.instance for c in bench.components)
-                scores, by_instance = evaluate_by_instance(
-                    model, frozen, test_bank, profile.eval_batch, instances, on_batch=advance
+                scores, by_instance = evaluate_components(
+                    model, frozen, test_bank, profile.eval_batch, bench.metric, instances, on_batch=advance
                 )
             else:
-                scores = evaluate(model, frozen, test_bank, profile.eval_batch, on_batch=advance, metric=bench.metric)
+                scores, also = evaluate_with(
+                    model, frozen, test_bank, profile.eval_batch, bench.metric, bench.also, on_batch=advance
+                )
             competitor_scores: dict[str, Tensor] = {}
             for name in bench.claim.against if bench.claim else ():
                 bar.update(task_id, description=f"{bench.id} test: {name}", completed=0)
@@ -541,14 +554,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     if bench.claim is not None:
         judgement, comparisons = judge_claim(bench.claim, scores, dict(competitor_scores), bench.direction)
         claim = {
-            "competitors": {
-                name: {
-                    key: value
-                    for key, value in _scored(values, mean_interval(values), None, judgement).items()
-                    if key in ("scores", "summary")
-                }
-                for name, values in competitor_scores.items()
-            },
+            "competitors": {name: _summarised(values) for name, values in competitor_scores.items()},
             "claim": {
                 **dataclasses.asdict(bench.claim),
                 "verdict": judgement.verdict,
@@ -621,6 +627,8 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
             "eval_episodes_per_second": frozen.count / max(eval_seconds, 1e-9),
         },
         **({"components": components} if components else {}),
+        # Metrics scored beside the benchmark's own from the same predictions (the MSE of a CNP's mean).
+        **({"also": {name: _summarised(values) for name, values in also.items()}} if also else {}),
         **claim,
         "environment": provenance.machine(device),
         "git": git,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metabench.episodes import ClassBank
-from metabench.errors import UnknownNameError, did_you_mean
+from metabench.errors import MetabenchError, UnknownNameError, did_you_mean
 
 if TYPE_CHECKING:
     from metabench.tasks import TaskSource
@@ -109,6 +109,33 @@ def _load_mnist_mlp(request: LoadRequest) -> dict[str, TaskSource]:
     from metabench.data import problems
 
     return dict(problems.mnist_parts(request.split, request.data_dir, request.download, request.progress))
+def _gp_splits() -> list[str]:
+    from metabench.data.gp import SPLITS
+
+    return list(SPLITS)
+
+
+def _load_gp(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import gp
+
+    return dict(gp.load_parts(request.split))
+
+
+def _completion_splits() -> list[str]:
+    from metabench.data.completion import SPLITS
+
+    return list(SPLITS)
+
+
+def _load_mnist_completion(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import completion, mnist
+
+    if request.image_size != mnist.IMAGE_SIZE:
+        raise MetabenchError(
+            f"mnist-completion has 28x28 images, not {request.image_size}x{request.image_size}", "set image_size = 28"
+        )
+    data = mnist.load(request.data_dir, download=request.download, progress=request.progress)
+    return dict(completion.load_parts(request.split, data.train.images, data.test.images))
 
 
 DATASETS: dict[str, Dataset] = {
@@ -118,6 +145,10 @@ DATASETS: dict[str, Dataset] = {
     # optimisation problems (Andrychowicz et al.): channels are one problem's input size (10 dims, 784 pixels)
     "quadratic": Dataset(10, _quadratic_splits, _load_quadratic),
     "mnist-mlp": Dataset(784, _mlp_splits, _load_mnist_mlp),
+    # CNP's 1-D regression: functions drawn from a GP (one input)
+    "gp": Dataset(1, _gp_splits, _load_gp),
+    # CNP's image completion: MNIST pixels as regression tasks (two inputs: row and column)
+    "mnist-completion": Dataset(2, _completion_splits, _load_mnist_completion),
 }
 
 
