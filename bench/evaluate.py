@@ -1,4 +1,4 @@
-"""Scoring a model on frozen episodes: accuracy per episode in percent, or mean squared error per task.
+"""Scoring a model on frozen episodes: accuracy or error per episode in percent, or the MSE per task.
 
 For set episodes a model predicts the queries; for sequence episodes (see ``episodes.as_sequence``) it
 predicts every step of the sequence, and :func:`evaluate_by_instance` also scores each episode at the
@@ -47,9 +47,12 @@ def targets(batch: EpisodeBatch) -> Tensor:
 
 
 def score(predictions: Tensor, targets: Tensor, metric: str) -> Tensor:
-    """Per-episode scores of ``[B, queries, ...]`` predictions: accuracy (%) of the argmax, or the MSE."""
+    """Per-episode scores of ``[B, queries, ...]`` predictions: accuracy (%) of the argmax, its error
+    (100 - accuracy, what supervised papers report; for one-example tasks 0 or 100 per example), or the MSE."""
     if metric == "mse":
         return (predictions.to(torch.float64) - targets.to(torch.float64)).pow(2).flatten(1).mean(1)
+    if metric == "error":
+        return (predictions.argmax(-1) != targets).to(torch.float64).mean(1).mul(100.0)
     return (predictions.argmax(-1) == targets).to(torch.float64).mean(1).mul(100.0)
 
 
@@ -95,7 +98,7 @@ def evaluate(
     on_batch: Callable[[int], None] | None = None,
     metric: str = "accuracy",
 ) -> Tensor:
-    """The metric (accuracy in %, or MSE) on each frozen episode, in episode order, as float64 on the CPU.
+    """The metric (accuracy or error in %, or MSE) on each frozen episode, in episode order, as float64 on the CPU.
 
     For sequence episodes the accuracy is over every step of the sequence.
     """

@@ -2,9 +2,9 @@
 
 ``load_parts`` is the one entry the runner uses: it returns every part of a named split (``train``,
 ``val``, ``test``...) as a task source on the CPU (a :class:`~metabench.episodes.ClassBank` for image
-datasets, a family of functions or problems otherwise); the runner moves the parts it needs to the
-device once. A new dataset is one :class:`Dataset` entry in ``DATASETS``: its splits, its channel
-count and its loader.
+datasets, a family of functions or problems otherwise, a :class:`~metabench.data.labelled.LabelledImages`
+for supervised benchmarks); the runner moves the parts it needs to the device once. A new dataset is
+one :class:`Dataset` entry in ``DATASETS``: its splits, its channel count and its loader.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metabench.episodes import ClassBank
-from metabench.errors import UnknownNameError, did_you_mean
+from metabench.errors import MetabenchError, UnknownNameError, did_you_mean
 
 if TYPE_CHECKING:
     from metabench.tasks import TaskSource
@@ -87,10 +87,29 @@ def _load_sinusoid(request: LoadRequest) -> dict[str, TaskSource]:
     return dict(sinusoid.load_parts(request.split))
 
 
+def _mnist_splits() -> list[str]:
+    from metabench.data.mnist import SPLITS
+
+    return list(SPLITS)
+
+
+def _load_mnist(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import mnist
+
+    if request.image_size != mnist.IMAGE_SIZE:
+        raise MetabenchError(
+            f"MNIST is {mnist.IMAGE_SIZE}x{mnist.IMAGE_SIZE}; image_size {request.image_size} is not offered",
+            f"set image_size = {mnist.IMAGE_SIZE} in the spec",
+        )
+    parts = mnist.load_parts(request.split, request.data_dir, download=request.download, progress=request.progress)
+    return dict(parts)
+
+
 DATASETS: dict[str, Dataset] = {
     "omniglot": Dataset(1, _omniglot_splits, _load_omniglot),
     "miniimagenet": Dataset(3, _mini_splits, _load_mini),
     "sinusoid": Dataset(1, _sinusoid_splits, _load_sinusoid),
+    "mnist": Dataset(1, _mnist_splits, _load_mnist),
 }
 
 
