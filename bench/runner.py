@@ -147,7 +147,8 @@ def resolve_benchmark(
     if chosen is None:
         chosen = min(matching, key=lambda b: (b.ways, b.shots))
     why = "the paper's default" if chosen.default else "the smallest matching setting"
-    return chosen, f"benchmark {chosen.id} ({chosen.ways}-way {chosen.shots}-shot {chosen.dataset}; {why})"
+    setting = f"{chosen.ways}-way {chosen.shots}-shot" if chosen.shots else f"supervised, {chosen.ways} classes"
+    return chosen, f"benchmark {chosen.id} ({setting} {chosen.dataset}; {why})"
 
 
 class _Banks:
