@@ -1,7 +1,8 @@
 """The one training and evaluation loop every reproduction runs through.
 
 ``run`` resolves a benchmark and profile, puts the split's class banks on the device, meta-trains
-with the profile's optimiser and schedule (progress bar, periodic validation, checkpoints), evaluates
+with the profile's optimiser and schedule (progress bar, periodic validation, checkpoints; with
+``early_stopping`` the weights of the best validation point are the ones tested), evaluates
 on the benchmark's frozen test episodes, judges the result against the paper and writes the result
 JSON atomically. Ctrl-C, ``--stop-after`` or a crash leave a checkpoint that ``--resume`` continues
 from exactly where it stopped; a result file exists only for a finished run.
@@ -147,7 +148,8 @@ def resolve_benchmark(
     if chosen is None:
         chosen = min(matching, key=lambda b: (b.ways, b.shots))
     why = "the paper's default" if chosen.default else "the smallest matching setting"
-    return chosen, f"benchmark {chosen.id} ({chosen.ways}-way {chosen.shots}-shot {chosen.dataset}; {why})"
+    setting = f"{chosen.ways}-way {chosen.shots}-shot" if chosen.shots else f"supervised, {chosen.ways} classes"
+    return chosen, f"benchmark {chosen.id} ({setting} {chosen.dataset}; {why})"
 
 
 class _Banks:
@@ -215,7 +217,7 @@ def _progress(console: Console, enabled: bool) -> Progress:
 
 def _log_line(bench: Benchmark, profile: Profile, point: dict[str, float]) -> str:
     """One plain line per validation point, for logs where no progress bar is drawn."""
-    unit = "%" if bench.metric == "accuracy" else f" {bench.metric}"
+    unit = "%" if bench.metric in ("accuracy", "error") else f" {bench.metric}"
     key = f"val_{bench.metric}"
     val = f"  val {point[key]:.3f}{unit}" if key in point else ""
     return (
@@ -234,6 +236,40 @@ class _TrainState:
     window_loss: float = 0.0
     window_accuracy: float = 0.0
     window_steps: int = 0
+    best_step: int | None = None
+    best_score: float | None = None
+
+
+class EarlyStopping:
+    """The best validation point of a run and a copy of the weights it had (``early_stopping = true``).
+
+    A point replaces the best only when it is strictly better in the metric's direction, so of equal
+    scores the earliest is kept. The copy lives on the CPU and goes into checkpoints with the run, so a
+    resumed run restores the same weights as an uninterrupted one.
+    """
+
+    def __init__(self, direction: str) -> None:
+        self.direction = direction
+        self.step: int | None = None
+        self.score: float | None = None
+        self.weights: dict[str, Tensor] | None = None
+
+    def consider(self, step: int, score: float, model: torch.nn.Module) -> bool:
+        """Keep ``model``'s weights if ``score`` (at ``step``) beats the best so far; says whether it did."""
+        better = (
+            self.score is None
+            or (self.direction == "lower" and score < self.score)
+            or (self.direction == "higher" and score > self.score)
+        )
+        if better:
+            self.step, self.score = step, score
+            self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return better
+
+    def restore(self, model: torch.nn.Module) -> None:
+        """Load the kept weights into ``model`` (nothing to do before the first validation point)."""
+        if self.weights is not None:
+            model.load_state_dict(self.weights)
 
 
 def _train(
@@ -270,6 +306,7 @@ def _train(
         )
     optimizer, scheduler = _make_optimizer(model, profile)
     state = _TrainState()
+    best = EarlyStopping(bench.direction)
     if ckpt.exists() and request.resume:
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         if saved["fingerprint"] != fingerprint:
@@ -283,6 +320,7 @@ def _train(
         sampler.restore(saved["sampler"])
         torch.set_rng_state(saved["torch_rng"])
         state = _TrainState(**saved["state"])
+        best.step, best.score, best.weights = state.best_step, state.best_score, saved.get("best_model")
         console.print(f"Resuming from step {state.step} of {profile.train_episodes} ({ckpt})")
 
     def snapshot(sampler_state: torch.Tensor, rng_state: torch.Tensor) -> dict[str, Any]:
@@ -296,6 +334,7 @@ def _train(
                 "sampler": sampler_state,
                 "torch_rng": rng_state,
                 "state": dataclasses.asdict(state),
+                "best_model": best.weights,
             }
         )
 
@@ -368,6 +407,8 @@ def _train(
                                 model, validation[0], validation[1], profile.eval_batch, metric=bench.metric
                             ).mean()
                         )
+                        if profile.early_stopping and best.consider(state.step, point[f"val_{bench.metric}"], model):
+                            state.best_step, state.best_score = best.step, best.score
                     state.curve.append(point)
                     if not request.progress:
                         console.print(_log_line(bench, profile, point), highlight=False)
@@ -395,6 +436,12 @@ def _train(
         raise InterruptedRun(
             f"stopped after step {state.step} of {profile.train_episodes} (--stop-after); checkpoint saved to {ckpt}",
             "continue with the same command plus --resume",
+        )
+    if profile.early_stopping:
+        best.restore(model)
+        console.print(
+            f"Early stopping: testing the weights of step {best.step} "
+            f"(validation {bench.metric} {best.score:.4g}), not of the last step {state.step}"
         )
     return state
 
@@ -630,6 +677,17 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         # Metrics scored beside the benchmark's own from the same predictions (the MSE of a CNP's mean).
         **({"also": {name: _summarised(values) for name, values in also.items()}} if also else {}),
         **claim,
+        **(
+            {
+                "early_stopping": {
+                    "kept_step": state.best_step,
+                    f"val_{bench.metric}": state.best_score,
+                    "last_step": state.step,
+                }
+            }
+            if profile.early_stopping
+            else {}
+        ),
         "environment": provenance.machine(device),
         "git": git,
         "command": request.command,

@@ -109,6 +109,8 @@ def _load_mnist_mlp(request: LoadRequest) -> dict[str, TaskSource]:
     from metabench.data import problems
 
     return dict(problems.mnist_parts(request.split, request.data_dir, request.download, request.progress))
+
+
 def _gp_splits() -> list[str]:
     from metabench.data.gp import SPLITS
 
@@ -138,10 +140,30 @@ def _load_mnist_completion(request: LoadRequest) -> dict[str, TaskSource]:
     return dict(completion.load_parts(request.split, data.train.images, data.test.images))
 
 
+def _mnist_splits() -> list[str]:
+    from metabench.data.mnist import SPLITS
+
+    return list(SPLITS)
+
+
+def _load_mnist(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import mnist
+
+    if request.image_size != mnist.IMAGE_SIZE:
+        raise MetabenchError(
+            f"MNIST is {mnist.IMAGE_SIZE}x{mnist.IMAGE_SIZE}; image_size {request.image_size} is not offered",
+            f"set image_size = {mnist.IMAGE_SIZE} in the spec",
+        )
+    parts = mnist.load_parts(request.split, request.data_dir, download=request.download, progress=request.progress)
+    return dict(parts)
+
+
 DATASETS: dict[str, Dataset] = {
     "omniglot": Dataset(1, _omniglot_splits, _load_omniglot),
     "miniimagenet": Dataset(3, _mini_splits, _load_mini),
     "sinusoid": Dataset(1, _sinusoid_splits, _load_sinusoid),
+    # MNIST as a labelled set (HyperNetworks): minibatches to train on, one-example test tasks
+    "mnist": Dataset(1, _mnist_splits, _load_mnist),
     # optimisation problems (Andrychowicz et al.): channels are one problem's input size (10 dims, 784 pixels)
     "quadratic": Dataset(10, _quadratic_splits, _load_quadratic),
     "mnist-mlp": Dataset(784, _mlp_splits, _load_mnist_mlp),
