@@ -11,6 +11,7 @@ alphabet-grouped Omniglot episodes draw every class of a task from one alphabet.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -256,3 +257,22 @@ def test_grouped_bank_draws_every_class_of_an_episode_from_one_group() -> None:
 
     with pytest.raises(MetabenchError, match="no group"):
         bank.check_shape(EpisodeShape(6, 1, 1))
+
+
+@pytest.mark.data
+def test_flennerhag_split_has_30_train_and_10_test_alphabets_of_at_least_20_characters(data_dir: Path) -> None:
+    from metabench.data import load_parts
+    from metabench.data.omniglot import load_images
+
+    parts = load_parts("omniglot", "flennerhag", 28, data_dir=data_dir, progress=False)
+    sizes = {name: part.group_sizes() for name, part in parts.items() if isinstance(part, GroupedClassBank)}
+    assert {name: len(s) for name, s in sizes.items()} == {"train": 30, "val": 6, "test": 10}
+    assert all(int(s.min()) >= 20 for s in sizes.values())
+    images = load_images(28, data_dir, progress=False)
+    seen: list[set[bytes]] = [
+        {bytes(c.numpy().tobytes()) for c in parts[name].images[:, 0]} for name in ("train", "val", "test")
+    ]
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2]), "disjoint characters"
+    assert sum(len(s) for s in sizes.values()) == 46 and images.images.shape[0] == 1623
+    episode = parts["test"].sampler(EpisodeShape(20, 15, 5), seed=0).sample(2)
+    assert episode.support_x.shape == (2, 300, 1, 28, 28) and episode.query_x.shape == (2, 100, 1, 28, 28)
