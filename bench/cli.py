@@ -103,6 +103,8 @@ def _archives_of(dataset: str) -> Any:
 
 
 def _reported_text(reported: Any, bench: Any = None) -> str:
+    if bench is not None and bench.claim:
+        return f"claim: beats {', '.join(bench.claim.against)}"
     if bench is not None and bench.components:
         shown = [f"{c.name} {c.reported.printed() if c.reported else '—'}" for c in bench.components]
         return "by instance: " + " / ".join(shown)
@@ -174,6 +176,9 @@ def show(paper: Annotated[str, typer.Argument(help="Paper key, e.g. protonet (se
             first = next((c.reported for c in bench.components if c.reported), None)
             where = f" ({first.table}, {first.row}; confidence {first.confidence})" if first else ""
             out.print(f"reported {bench.metric}: {_reported_text(None, bench)}{where}")
+        if bench.claim:
+            c = bench.claim
+            out.print(f"claim ({c.confidence}; {c.source}): {c.statement}; against {', '.join(c.against)}")
         if bench.reported:
             r = bench.reported
             out.print(
@@ -209,7 +214,9 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed for initialisation and training episodes.")] = 0,
     episodes: Annotated[
         int | None,
-        typer.Option(help="Number of frozen test episodes (at least 600, or the paper's count, outside smoke)."),
+        typer.Option(
+            help="Number of frozen test episodes (at least 600 outside smoke; a paper run also the paper's count)."
+        ),
     ] = None,
     train_episodes: Annotated[int | None, typer.Option(help="Override the profile's meta-training steps.")] = None,
     device: Annotated[
@@ -280,13 +287,24 @@ def _print_outcome(result: dict[str, Any], path: Path) -> None:
             f"{part['summary']['mean']:.2f} ± {part['summary']['ci95']:.2f}{against}"
             f"[{verdict_style(part['verdict']['verdict'])}]{part['verdict']['verdict']}[/]{floor}",
         )
+    claim = result.get("claim")
+    if claim:
+        table.add_row("claim", f"{claim['statement']} ({claim['confidence']}; {claim['source']})")
+        for name, comparison in claim["comparisons"].items():
+            theirs = result["competitors"][name]["summary"]
+            table.add_row(
+                f"vs {name}",
+                f"{theirs['mean']:.4g} ± {theirs['ci95']:.2g}; method - {name} = "
+                f"{comparison['mean_difference']:+.4g} ± {comparison['ci95']:.2g} (p = {comparison['p_value']:.2g})  "
+                f"[{verdict_style(comparison['verdict'])}]{comparison['verdict']}[/]",
+            )
     style = verdict_style(verdict["verdict"])
     table.add_row("verdict", f"[{style}]{verdict['verdict']}[/]")
     targets = result["targets"]
     if result["profile"] == "quick" and isinstance(targets["floor"], int | float):
-        table.add_row(
-            "quick floor", f"{targets['floor']:g}: {'met' if summary['mean'] >= targets['floor'] else 'MISSED'}"
-        )
+        lower = result["protocol"]["direction"] == "lower"
+        met = summary["mean"] <= targets["floor"] if lower else summary["mean"] >= targets["floor"]
+        table.add_row(f"quick {'ceiling' if lower else 'floor'}", f"{targets['floor']:g}: {'met' if met else 'MISSED'}")
     timing = result["timing"]
     table.add_row(
         "time",

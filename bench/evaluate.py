@@ -47,7 +47,14 @@ def targets(batch: EpisodeBatch) -> Tensor:
 
 
 def score(predictions: Tensor, targets: Tensor, metric: str) -> Tensor:
-    """Per-episode scores of ``[B, queries, ...]`` predictions: accuracy (%) of the argmax, or the MSE."""
+    """Per-episode scores of ``[B, queries, ...]`` predictions: accuracy (%) of the argmax, or the MSE.
+
+    For ``loss`` the prediction already is the task's score (an optimizee's loss after its horizon,
+    say), ``[B]`` or ``[B, ...]`` averaged over the trailing dimensions; the targets are not used.
+    """
+    if metric == "loss":
+        values = predictions.to(torch.float64)
+        return values.flatten(1).mean(1) if values.dim() > 1 else values
     if metric == "mse":
         return (predictions.to(torch.float64) - targets.to(torch.float64)).pow(2).flatten(1).mean(1)
     return (predictions.argmax(-1) == targets).to(torch.float64).mean(1).mul(100.0)
@@ -59,8 +66,11 @@ def _predictions(
     bank: TaskSource,
     batch_size: int,
     on_batch: Callable[[int], None] | None,
+    competitor: str | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Per batch of frozen episodes: the model's predictions and their targets, detached.
+
+    With ``competitor`` the predictions are the named competitor's (:meth:`Reproduction.predict_competitor`).
 
     The model is put in evaluation mode (batch norm uses running statistics unless the reproduction
     implements a transductive mode itself) and restored to its previous mode afterwards.
@@ -70,13 +80,17 @@ def _predictions(
     try:
         with torch.set_grad_enabled(model.needs_grad_at_test):
             embedded = (
-                model.embeds_independently
+                competitor is None
+                and model.embeds_independently
                 and isinstance(episodes, FrozenEpisodes)
                 and isinstance(bank, ClassBank)
                 and not episodes.shape.sequence
             )
             if embedded:
                 batches, predict = _embedded_batches(model, episodes, bank, batch_size), model.predict_embedded
+            elif competitor is not None:
+                batches = episodes.batches(bank, batch_size)
+                predict = lambda batch: model.predict_competitor(competitor, batch)  # noqa: E731
             else:
                 batches, predict = episodes.batches(bank, batch_size), model.predict
             for batch in batches:
@@ -94,12 +108,14 @@ def evaluate(
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
     metric: str = "accuracy",
+    competitor: str | None = None,
 ) -> Tensor:
     """The metric (accuracy in %, or MSE) on each frozen episode, in episode order, as float64 on the CPU.
 
-    For sequence episodes the accuracy is over every step of the sequence.
+    For sequence episodes the accuracy is over every step of the sequence. ``competitor`` scores a
+    claim's competitor instead of the model's own method, on the same episodes.
     """
-    batches = _predictions(model, episodes, bank, batch_size, on_batch)
+    batches = _predictions(model, episodes, bank, batch_size, on_batch, competitor)
     return torch.cat([score(predictions, labels, metric).cpu() for predictions, labels in batches])
 
 

@@ -38,8 +38,8 @@ from metabench.errors import InterruptedRun, MetabenchError, UnknownNameError, d
 from metabench.evaluate import evaluate, evaluate_by_instance
 from metabench.registry_loader import get_spec, implementation
 from metabench.reproduction import Reproduction, TaskInfo
-from metabench.spec import Benchmark, Profile, Reported, Spec
-from metabench.stats import Interval, Judgement, judge, mean_interval, worst
+from metabench.spec import Benchmark, Profile, Reported, Spec, minimum_test_episodes
+from metabench.stats import Interval, Judgement, judge, judge_claim, mean_interval, worst
 from metabench.tasks import Frozen, TaskSource
 
 VALIDATION_SEED_OFFSET = 1
@@ -412,12 +412,12 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     if request.train_episodes is not None:
         overrides["train_episodes"] = request.train_episodes
     if request.test_episodes is not None:
-        paper_count = (bench.reported.test_episodes or 0) if bench.reported else 0
-        minimum = 1 if profile.name == "smoke" else max(600, paper_count)
+        first_reported = bench.reported or next((c.reported for c in bench.components if c.reported), None)
+        minimum = minimum_test_episodes(profile.name, first_reported)
         if request.test_episodes < minimum:
             raise MetabenchError(
                 f"--episodes {request.test_episodes} is too few for the {profile.name} profile",
-                f"use at least {minimum} (600, or the paper's own count when larger)",
+                f"use at least {minimum} (600; a paper run also the paper's own count when larger)",
             )
         overrides["test_episodes"] = request.test_episodes
     profile = replace(profile, **overrides)
@@ -451,6 +451,15 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     model = cls.build(
         profile.model, task, where=f"{spec.source.name}.benchmarks[{bench.id}].profiles.{profile.name}.model"
     ).to(device)
+    if bench.claim is not None:
+        offered = model.competitors()
+        missing = [name for name in bench.claim.against if name not in offered]
+        if missing:
+            raise MetabenchError(
+                f"{spec.source.name}: benchmark {bench.id!r} claims a comparison with {missing[0]!r}, "
+                f"which {cls.__name__} cannot predict as",
+                f"it offers: {', '.join(offered) or 'no competitors'}; fix the claim's 'against' list",
+            )
     fingerprint = _fingerprint(spec, bench, profile, request.seed)
     state = _train(model, profile, bench, banks, request, ckpt, fingerprint, console)
 
@@ -466,6 +475,18 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
                 )
             else:
                 scores = evaluate(model, frozen, test_bank, profile.eval_batch, on_batch=advance, metric=bench.metric)
+            competitor_scores: dict[str, Tensor] = {}
+            for name in bench.claim.against if bench.claim else ():
+                bar.update(task_id, description=f"{bench.id} test: {name}", completed=0)
+                competitor_scores[name] = evaluate(
+                    model,
+                    frozen,
+                    test_bank,
+                    profile.eval_batch,
+                    on_batch=advance,
+                    metric=bench.metric,
+                    competitor=name,
+                )
         except KeyboardInterrupt:
             raise InterruptedRun(
                 f"interrupted during evaluation; training is checkpointed at {ckpt}",
@@ -490,6 +511,34 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
                 }
             )
         judgement = worst(judgements, bench.direction)
+    claim: dict[str, Any] = {}
+    if bench.claim is not None:
+        judgement, comparisons = judge_claim(bench.claim, scores, dict(competitor_scores), bench.direction)
+        claim = {
+            "competitors": {
+                name: {
+                    key: value
+                    for key, value in _scored(values, mean_interval(values), None, judgement).items()
+                    if key in ("scores", "summary")
+                }
+                for name, values in competitor_scores.items()
+            },
+            "claim": {
+                **dataclasses.asdict(bench.claim),
+                "verdict": judgement.verdict,
+                "rule": judgement.rule,
+                "comparisons": {
+                    c.competitor: {
+                        "mean_difference": c.comparison.mean_difference,
+                        "ci95": c.comparison.half_width,
+                        "p_value": c.comparison.p_value,
+                        "n": c.comparison.n,
+                        "verdict": c.verdict,
+                    }
+                    for c in comparisons
+                },
+            },
+        }
 
     created = provenance.now()
     path = results.result_path(request.output, spec.key, bench.id, profile.name, request.seed, created)
@@ -547,6 +596,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
             "eval_episodes_per_second": frozen.count / max(eval_seconds, 1e-9),
         },
         **({"components": components} if components else {}),
+        **claim,
         "environment": provenance.machine(device),
         "git": git,
         "command": request.command,

@@ -24,13 +24,16 @@ PROFILE_NAMES = ("smoke", "quick", "paper")
 PlusMinusKind = Literal["ci95", "std-runs", "unknown", "none"]
 Confidence = Literal["HIGH", "MED"]
 Direction = Literal["higher", "lower"]
-Metric = Literal["accuracy", "mse", "accuracy-by-instance"]
+Metric = Literal["accuracy", "mse", "accuracy-by-instance", "loss"]
 #: how the runner's learning rate moves: multiplied by lr_decay_factor every lr_decay_every steps, or
 #: annealed linearly from lr to 0 over the run (Reptile's meta step size)
 LrSchedule = Literal["step", "linear"]
 MIN_TEST_EPISODES = 600
 METRICS: tuple[str, ...] = get_args(Metric)
 VECTOR_METRICS = ("accuracy-by-instance",)
+#: metrics whose chance level is 100 / ways; every other metric states the score of a trivial predictor
+CLASSIFICATION_METRICS = ("accuracy", "accuracy-by-instance")
+ClaimConfidence = Literal["HIGH", "MED", "UNVERIFIED"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,21 @@ class Component:
     name: str
     instance: int
     reported: Reported | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a paper claims instead of a number: that its method beats named competitors.
+
+    Papers that report curves (learned optimizers) or unconfirmed numbers (shrinkage) are checked this
+    way: the run scores the method and every competitor in ``against`` on the same frozen test tasks,
+    and the claim holds when every paired comparison favours the method at the 5% level.
+    """
+
+    statement: str
+    against: tuple[str, ...]
+    confidence: ClaimConfidence
+    source: str
 
 
 @dataclass(frozen=True)
@@ -139,6 +157,7 @@ class Benchmark:
     sequence: bool = False
     variant: str = ""
     components: tuple[Component, ...] = ()
+    claim: Claim | None = None
 
     @property
     def chance(self) -> float:
@@ -335,6 +354,37 @@ def _parse_floor(table: _Table, components: int) -> float | tuple[float, ...] | 
     return floor
 
 
+def minimum_test_episodes(profile: str, reported: Reported | None) -> int:
+    """The fewest frozen test episodes a profile may use.
+
+    ``paper`` follows the paper's own count when it is larger than 600 (Reptile's 10,000 tasks), so a
+    paper run is judged on the paper's protocol; ``quick`` needs 600, the design's minimum, because a
+    budget run whose evaluation alone takes hours on a CPU (Reptile's) would never be measured at all;
+    ``smoke`` is a test of the plumbing and needs 1.
+    """
+    if profile == "smoke":
+        return 1
+    if profile == "paper" and reported is not None and reported.test_episodes:
+        return max(MIN_TEST_EPISODES, reported.test_episodes)
+    return MIN_TEST_EPISODES
+
+
+def _parse_claim(table: _Table) -> Claim:
+    against = table.get("against", list)
+    if not against or not all(isinstance(name, str) and name for name in against):
+        raise table._fail("against", 'lists the competitors the claim is about, e.g. ["sgd", "adam"]')
+    if len(set(against)) != len(against):
+        raise table._fail("against", "names a competitor twice")
+    claim = Claim(
+        statement=table.get("statement", str),
+        against=tuple(against),
+        confidence=table.choice("confidence", get_args(ClaimConfidence)),
+        source=table.get("source", str),
+    )
+    table.reject_unread()
+    return claim
+
+
 def _parse_profile(name: str, table: _Table, reported: Reported | None, components: int = 0) -> Profile:
     model = table.get("model", dict, {})
     table.read.add("model")
@@ -363,14 +413,13 @@ def _parse_profile(name: str, table: _Table, reported: Reported | None, componen
         model=dict(model),
     )
     table.reject_unread()
-    if name != "smoke":
-        needed = max(MIN_TEST_EPISODES, (reported.test_episodes or 0) if reported else 0)
-        if profile.test_episodes < needed:
-            raise table._fail(
-                "test_episodes",
-                f"{profile.test_episodes} is too few for the {name!r} profile: at least {needed} "
-                f"(600, or the paper's own count when larger)",
-            )
+    needed = minimum_test_episodes(name, reported)
+    if profile.test_episodes < needed:
+        raise table._fail(
+            "test_episodes",
+            f"{profile.test_episodes} is too few for the {name!r} profile: at least {needed} "
+            f"({'600, or the paper' + chr(39) + 's own count when larger' if name == 'paper' else '600'})",
+        )
     if name == "smoke" and profile.min_above_chance is None:
         raise table._fail("min_above_chance", "missing: the smoke profile states how far above chance it must end")
     if name == "quick" and profile.floor is None and not profile.floor_note:
@@ -393,6 +442,9 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
     elif instances:
         raise table._fail("instances", f"only vector metrics ({', '.join(VECTOR_METRICS)}) list instances")
     reported_table = table.get("reported", dict, None)
+    claim = _parse_claim(table.sub("claim")) if table.get("claim", dict, None) is not None else None
+    if claim is not None and reported_table:
+        raise table._fail("claim", "a benchmark states either a reported number or a claim, not both")
     reported: Reported | None = None
     components: tuple[Component, ...] = ()
     if reported_table and metric in VECTOR_METRICS:
@@ -436,17 +488,19 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         sequence=table.get("sequence", bool, False),
         variant=table.get("variant", str, ""),
         components=components,
+        claim=claim,
     )
     table.reject_unread()
     if bench.sequence and bench.is_vector and max(instances) > bench.shots + bench.queries:
         raise table._fail(
             "instances", f"instance {max(instances)} never occurs: a class appears shots + queries times per episode"
         )
-    if bench.metric != "mse" and bench.ways < 2:
+    classification = bench.metric in CLASSIFICATION_METRICS
+    if classification and bench.ways < 2:
         raise table._fail("ways", "an episode needs at least 2 ways")
-    if bench.metric != "mse" and bench.baseline is not None:
+    if classification and bench.baseline is not None:
         raise table._fail("chance", "is 100 / ways for accuracy; state it only for a regression metric")
-    if bench.metric == "mse" and bench.baseline is None:
+    if not classification and bench.baseline is None:
         raise table._fail("chance", f"missing: a {bench.metric} benchmark states the score of a trivial predictor")
     return bench
 
