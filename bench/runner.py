@@ -624,6 +624,9 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     weights = path.with_suffix(".pt")
     # Figures a reproduction draws of its own predictions (the sinusoid fits), beside the result.
     figures = [f.name for f in model.figures(next(iter(frozen.batches(test_bank, profile.eval_batch))), path)]
+    learned = model.learned()
+    if learned:
+        console.print(f"Learned: {json.dumps(learned)}", highlight=False)
     atomic_torch_save(
         {
             "paper": spec.key,
@@ -694,6 +697,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         "created": created,
         "weights": weights.name,
         "figures": figures,
+        **({"learned": learned} if learned else {}),
     }
     results.write_atomic(result, path)
     ckpt.unlink(missing_ok=True)

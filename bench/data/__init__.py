@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metabench.episodes import ClassBank
+from metabench.episodes import ClassBank, GroupedClassBank
 from metabench.errors import MetabenchError, UnknownNameError, did_you_mean
 
 if TYPE_CHECKING:
@@ -59,6 +59,11 @@ def _load_omniglot(request: LoadRequest) -> dict[str, TaskSource]:
         request.image_size, request.data_dir, download=request.download, progress=request.progress
     )
     parts = omniglot.SPLITS[request.split](data)
+    if request.split in omniglot.GROUPED_SPLITS:
+        return {
+            name: GroupedClassBank(omniglot.class_images(data, classes), omniglot.alphabet_groups(data, classes), name)
+            for name, classes in parts.items()
+        }
     return {name: ClassBank(omniglot.class_images(data, classes), name) for name, classes in parts.items()}
 
 
