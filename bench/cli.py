@@ -103,9 +103,11 @@ def _archives_of(dataset: str) -> Any:
 
 
 def _reported_text(reported: Any, bench: Any = None) -> str:
+    if bench is not None and bench.claim:
+        return f"claim: beats {', '.join(bench.claim.against)}"
     if bench is not None and bench.components:
         shown = [f"{c.name} {c.reported.printed() if c.reported else '—'}" for c in bench.components]
-        return "by instance: " + " / ".join(shown)
+        return ("by instance: " if bench.metric == "accuracy-by-instance" else "by context: ") + " / ".join(shown)
     if reported is None:
         return "no target"
     if reported.plus_minus_kind == "none":
@@ -180,6 +182,9 @@ def show(paper: Annotated[str, typer.Argument(help="Paper key, e.g. protonet (se
             first = next((c.reported for c in bench.components if c.reported), None)
             where = f" ({first.table}, {first.row}; confidence {first.confidence})" if first else ""
             out.print(f"reported {bench.metric}: {_reported_text(None, bench)}{where}")
+        if bench.claim:
+            c = bench.claim
+            out.print(f"claim ({c.confidence}; {c.source}): {c.statement}; against {', '.join(c.against)}")
         if bench.reported:
             r = bench.reported
             out.print(
@@ -215,7 +220,9 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed for initialisation and training episodes.")] = 0,
     episodes: Annotated[
         int | None,
-        typer.Option(help="Number of frozen test episodes (at least 600, or the paper's count, outside smoke)."),
+        typer.Option(
+            help="Number of frozen test episodes (at least 600 outside smoke; a paper run also the paper's count)."
+        ),
     ] = None,
     train_episodes: Annotated[int | None, typer.Option(help="Override the profile's meta-training steps.")] = None,
     device: Annotated[
@@ -263,6 +270,7 @@ def run(
 
 def _print_outcome(result: dict[str, Any], path: Path) -> None:
     from metabench.compare import verdict_style
+    from metabench.spec import component_label
 
     summary, reported, verdict = result["summary"], result["reported"], result["verdict"]
     table = Table(show_header=False, box=None)
@@ -282,17 +290,32 @@ def _print_outcome(result: dict[str, Any], path: Path) -> None:
         against = "  " if paper is None else f"  paper {paper:g}, {part['verdict']['difference']:+.2f}, "
         floor = "" if part["floor"] is None or result["profile"] != "quick" else f"  floor {part['floor']:g}"
         table.add_row(
-            f"{part['name']} instance",
+            component_label(part["name"]),
             f"{part['summary']['mean']:.2f} ± {part['summary']['ci95']:.2f}{against}"
             f"[{verdict_style(part['verdict']['verdict'])}]{part['verdict']['verdict']}[/]{floor}",
         )
+    for name, part in result.get("also", {}).items():
+        table.add_row(
+            name, f"{part['summary']['mean']:.4f} ± {part['summary']['ci95']:.4f}  (reported beside, no verdict)"
+        )
+    claim = result.get("claim")
+    if claim:
+        table.add_row("claim", f"{claim['statement']} ({claim['confidence']}; {claim['source']})")
+        for name, comparison in claim["comparisons"].items():
+            theirs = result["competitors"][name]["summary"]
+            table.add_row(
+                f"vs {name}",
+                f"{theirs['mean']:.4g} ± {theirs['ci95']:.2g}; method - {name} = "
+                f"{comparison['mean_difference']:+.4g} ± {comparison['ci95']:.2g} (p = {comparison['p_value']:.2g})  "
+                f"[{verdict_style(comparison['verdict'])}]{comparison['verdict']}[/]",
+            )
     style = verdict_style(verdict["verdict"])
     table.add_row("verdict", f"[{style}]{verdict['verdict']}[/]")
     targets = result["targets"]
     if result["profile"] == "quick" and isinstance(targets["floor"], int | float):
-        table.add_row(
-            "quick floor", f"{targets['floor']:g}: {'met' if summary['mean'] >= targets['floor'] else 'MISSED'}"
-        )
+        lower = result["protocol"]["direction"] == "lower"
+        met = summary["mean"] <= targets["floor"] if lower else summary["mean"] >= targets["floor"]
+        table.add_row(f"quick {'ceiling' if lower else 'floor'}", f"{targets['floor']:g}: {'met' if met else 'MISSED'}")
     timing = result["timing"]
     table.add_row(
         "time",
@@ -353,6 +376,7 @@ def check(
 ) -> None:
     """Exit 1 when a result falls short: paper runs below the reported band, quick runs below their floor."""
     from metabench import compare as comparing
+    from metabench.spec import component_label
 
     outcome = comparing.check(_selected(paths, paper, profile))
     out.print(comparing.check_table(outcome))
@@ -361,9 +385,9 @@ def check(
         out.print(f"[green]all {len(outcome)} results pass[/]")
         return
     for row in failures.itertuples():
+        part = f" ({component_label(row.component)})" if row.component else ""
         err.print(
-            f"[red]FAIL[/] {row.paper} {row.benchmark}{f' ({row.component} instance)' if row.component else ''} "
-            f"({row.profile}): {row.reason}",
+            f"[red]FAIL[/] {row.paper} {row.benchmark}{part} ({row.profile}): {row.reason}",
             highlight=False,
             soft_wrap=True,
         )

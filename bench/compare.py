@@ -5,9 +5,13 @@
 against the reported band, a ``quick`` run when its mean misses the floor its spec states, a
 ``smoke`` run when it does not clear chance by the spec's margin.
 
-A result of a vector benchmark (accuracy by instance) becomes one row per component, named in the
-``component`` column ("1st", "2nd", ...), each judged and checked like a scalar result; scalar results
-have an empty ``component``.
+A result of a vector benchmark (accuracy by instance, log-likelihood by context) becomes one row per
+component, named in the ``component`` column ("1st", "2nd", ..., "100 context"), each judged and checked
+like a scalar result; scalar results have an empty ``component``. A claim result adds one row per
+competitor (``role`` "competitor", ``component`` its name): the competitor's own mean, and as difference
+and verdict the paired comparison of the method with it; the method's row carries the claim's overall
+verdict. Metrics a benchmark reports beside its own (``also``: the MSE beside a log-likelihood) are shown
+in the ``also`` column, neither judged nor checked.
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ from rich.table import Table
 
 from metabench import results
 from metabench.errors import MetabenchError, ResultError
-from metabench.spec import printed_number
+from metabench.spec import component_label, printed_number
 from metabench.stats import is_worse, paired
 
 COLUMNS = [
     "paper",
     "benchmark",
     "component",
+    "role",
     "profile",
     "seed",
     "reported",
@@ -52,6 +57,8 @@ COLUMNS = [
     "created",
     "path",
     "figures",
+    "also",
+    "claim",
 ]
 
 
@@ -70,7 +77,8 @@ def load_frame(paths: list[Path], paper: str | None = None, profile: str | None 
 
 
 def _rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
-    """The frame rows of one result: itself, or one per component of a vector result."""
+    """The frame rows of one result: itself, or one per component of a vector result, plus one per
+    competitor of a claim."""
     parts = data.get("components") or [None]
     rows = []
     for part in parts:
@@ -81,6 +89,7 @@ def _rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
                 "paper": data["paper"],
                 "benchmark": data["benchmark"],
                 "component": part["name"] if part else "",
+                "role": "component" if part else "",
                 "profile": data["profile"],
                 "seed": data["seed"],
                 "reported": reported.get("value", math.nan),
@@ -105,9 +114,35 @@ def _rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
                 "path": str(path),
                 # Figures the run drew (the sinusoid fits), by their path beside the result.
                 "figures": ";".join(str(path.with_name(name)) for name in data.get("figures", [])),
+                "also": "" if part else _also_cell(data.get("also", {})),
+                "claim": data["claim"]["statement"] if "claim" in data else "",
             }
         )
+    if "claim" in data:
+        method = rows[0]
+        for name, comparison in data["claim"]["comparisons"].items():
+            summary = data["competitors"][name]["summary"]
+            rows.append(
+                {
+                    **method,
+                    "component": name,
+                    "role": "competitor",
+                    "mean": summary["mean"],
+                    "ci95": summary["ci95"],
+                    "difference": comparison["mean_difference"],
+                    "band": comparison["ci95"],
+                    "verdict": comparison["verdict"],
+                    "floor": math.nan,
+                    "figures": "",
+                    "also": "",
+                }
+            )
     return rows
+
+
+def _also_cell(also: dict[str, Any]) -> str:
+    """``mse 0.1234 ± 0.0056``: each metric reported beside the benchmark's, with its 95% interval."""
+    return "; ".join(f"{name} {p['summary']['mean']:.4f} ± {p['summary']['ci95']:.4f}" for name, p in also.items())
 
 
 def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
@@ -127,6 +162,13 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
         except UnknownNameError:
             continue
         profile = bench.profiles.get(row["profile"])
+        if row["role"] == "competitor":
+            continue  # judged against the method from per-episode scores at run time
+        if bench.claim is not None:
+            # A claim's verdict needs the per-episode scores, judged at run time; only the floor moves.
+            if profile is not None:
+                frame.loc[index, ["floor", "min_above_chance"]] = [profile.floor, profile.min_above_chance]
+            continue
         measured = Interval(row["mean"], row["ci95"], int(row["episodes"]), math.nan)
         reported = bench.reported
         if row["component"]:
@@ -150,10 +192,24 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def verdict_style(verdict: str) -> str:
-    return {"reproduced": "green", "below": "red", "above": "cyan"}.get(verdict, "yellow")
+    return {"reproduced": "green", "holds": "green", "below": "red", "fails": "red", "above": "cyan"}.get(
+        verdict, "yellow"
+    )
+
+
+def _benchmark_cell(row: pd.Series) -> str:
+    if row["role"] == "competitor":
+        return f"{row['benchmark']} (vs {row['component']})"
+    if row["component"]:
+        return f"{row['benchmark']} ({component_label(row['component'])})"
+    return str(row["benchmark"])
 
 
 def _reported_cell(row: pd.Series) -> str:
+    if row["role"] == "competitor":
+        return "competitor"
+    if row["claim"]:
+        return "claim"
     if math.isnan(row["reported"]):
         return "—"
     decimals = None if pd.isna(row["reported_decimals"]) else int(row["reported_decimals"])
@@ -167,9 +223,7 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     shown = pd.DataFrame(
         {
             "paper": frame["paper"],
-            "benchmark": [
-                f"{b} ({c} instance)" if c else b for b, c in zip(frame["benchmark"], frame["component"], strict=True)
-            ],
+            "benchmark": frame.apply(_benchmark_cell, axis=1) if len(frame) else [],
             "reported": frame.apply(_reported_cell, axis=1) if len(frame) else [],
             "reproduced": [f"{m:.2f} ± {c:.2f}" for m, c in zip(frame["mean"], frame["ci95"], strict=True)],
             "difference": [("—" if math.isnan(d) else f"{d:+.2f}") for d in frame["difference"]],
@@ -179,6 +233,8 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             "device": frame["device"],
         }
     )
+    if len(frame) and frame["also"].fillna("").astype(bool).any():
+        shown["also"] = frame["also"].fillna("")
     if len(frame) and frame["figures"].fillna("").astype(bool).any():
         shown["figures"] = [
             " ".join(f"[{Path(f).name}]({f})" for f in str(v).split(";") if f) if isinstance(v, str) else ""
@@ -217,9 +273,15 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
 
 
 def _check_row(row: pd.Series) -> tuple[bool, str]:
+    if row["role"] == "competitor":
+        return True, f"claim vs {row['component']}: {row['verdict']} (the method's row is what is checked)"
     if row["profile"] == "paper":
         if row["verdict"] == "no target":
             return True, "no reported number"
+        if row["claim"]:
+            if row["verdict"] == "fails":
+                return False, "the paper's claim fails: a competitor is better at the 5% level (see its vs rows)"
+            return True, f"claim {row['verdict']}"
         if is_worse(row["verdict"], row["direction"]):
             return False, (
                 f"{row['mean']:.2f} is {row['verdict']} the paper's {row['reported']:g}: "
@@ -264,7 +326,13 @@ def check_table(checked: pd.DataFrame) -> Table:
         table.add_column(column)
     for row in checked.itertuples():
         mark = "[green]pass[/]" if row.passed else "[red]FAIL[/]"
-        name = f"{row.benchmark} ({row.component} instance)" if row.component else row.benchmark
+        name = (
+            f"{row.benchmark} (vs {row.component})"
+            if row.role == "competitor"
+            else f"{row.benchmark} ({component_label(row.component)})"
+            if row.component
+            else row.benchmark
+        )
         table.add_row(row.paper, name, row.profile, mark, row.reason)
     return table
 
@@ -295,7 +363,8 @@ def paired_report(first: Path, second: Path) -> str:
 
 
 def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
-    """Validation accuracy against training time, one panel per benchmark, the paper's number dashed.
+    """Validation accuracy (or the benchmark's metric) against training time, one panel per benchmark, the
+    paper's number dashed.
 
     Time rather than steps on the x-axis, because time-to-accuracy is what a researcher budgets for.
     """
@@ -310,9 +379,12 @@ def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
     figure, axes = plt.subplots(1, len(benchmarks), figsize=(4.2 * len(benchmarks), 3.4), squeeze=False)
     for axis, (paper_key, bench_id) in zip(axes[0], benchmarks, strict=True):
         rows = frame[(frame["paper"] == paper_key) & (frame["benchmark"] == bench_id)].drop_duplicates("path")
+        metric = "accuracy"
         for _, row in rows.iterrows():
-            curve = results.read(Path(row["path"]))["curve"]
-            points = [(p["seconds"], p["val_accuracy"]) for p in curve if "val_accuracy" in p]
+            data = results.read(Path(row["path"]))
+            metric = data["protocol"]["metric"]  # accuracy, or a regression metric (mse, log-likelihood)
+            key = f"val_{metric}"
+            points = [(p["seconds"], p[key]) for p in data["curve"] if key in p]
             if points:
                 seconds, accuracy = zip(*points, strict=True)
                 axis.plot(
@@ -326,7 +398,7 @@ def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
             axis.axhline(rows["reported"].iloc[0], color="black", linestyle="--", linewidth=1, label="paper")
         axis.set_title(f"{paper_key} {bench_id}", fontsize=10)
         axis.set_xlabel("training time (s)")
-        axis.set_ylabel("validation accuracy (%)")
+        axis.set_ylabel("validation accuracy (%)" if metric == "accuracy" else f"validation {metric}")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     figure.tight_layout()

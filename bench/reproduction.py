@@ -90,6 +90,19 @@ class Reproduction(nn.Module):
         """Like :meth:`predict`, for a batch whose ``support_x``/``query_x`` hold :meth:`embed` outputs."""
         raise NotImplementedError
 
+    def competitors(self) -> tuple[str, ...]:
+        """Names of other methods this model also predicts as, for claim benchmarks (default: none).
+
+        A claim ("the learned optimizer beats tuned Adam") is measured in one run on the same frozen
+        tasks: the reproduction holds or trains the competitors too and answers
+        :meth:`predict_competitor` for each name listed here.
+        """
+        return ()
+
+    def predict_competitor(self, name: str, batch: EpisodeBatch) -> Tensor:
+        """A competitor's predictions on ``batch``, in the same form as :meth:`predict`."""
+        raise NotImplementedError(f"{type(self).__name__} has no competitor {name!r}")
+
     def figures(self, batch: EpisodeBatch, result_path: Path) -> list[Path]:
         """Optional: draw figures of the trained model on the first test batch, beside ``result_path``.
 
@@ -97,6 +110,12 @@ class Reproduction(nn.Module):
         ``compare`` links them. The default draws nothing.
         """
         return []
+
+    def learned(self) -> dict[str, Any]:
+        """Optional: what the trained model learned that a reader should see (e.g. the per-layer shrinkage
+        variances of Chen et al.), JSON-ready. The runner prints it and stores it in the result under
+        ``learned``; the default has nothing to say."""
+        return {}
 
     @property
     def embeds_independently(self) -> bool:

@@ -7,7 +7,12 @@ verdict, the learning curve, timings, the machine, the commit and the command li
 Schema versions: 1 is a scalar result; 2 adds ``components``, present when the benchmark's metric is a
 vector (``accuracy-by-instance``): one entry per component with its own per-episode scores, summary,
 reported value, verdict and floor, while the top level summarises the whole (for by-instance accuracy:
-accuracy over every step of the sequence) with the worst component's verdict. Version 1 files stay valid.
+accuracy over every step of the sequence) with the worst component's verdict. Version 3 adds, for a
+claim benchmark, ``competitors`` (each competitor's per-episode scores and summary on the same frozen
+episodes) and ``claim`` (the statement, the paired comparison with each competitor and the claim's
+verdict, which is also the top-level verdict); and, optionally, ``also``: metrics a benchmark reports
+beside its own from the same predictions (``{"mse": {"scores": [...], "summary": {...}}}``), with no
+reported value or verdict. Versions 1 and 2 stay valid.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from metabench.errors import ResultError
+from metabench.spec import VECTOR_METRICS
 
-SCHEMA_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 CHECKPOINT_FOLDER = ".checkpoints"
 
 # key -> accepted JSON types; nested tables list their own required keys.
@@ -79,6 +85,8 @@ _NESTED: dict[str, tuple[str, ...]] = {
     "git": ("commit", "dirty"),
 }
 _COMPONENT: tuple[str, ...] = ("name", "instance", "scores", "summary", "reported", "verdict", "floor")
+_CLAIM: tuple[str, ...] = ("statement", "against", "confidence", "source", "verdict", "rule", "comparisons")
+_COMPARISON: tuple[str, ...] = ("mean_difference", "ci95", "p_value", "n", "verdict")
 
 
 def validate(data: Any, source: str = "result") -> dict[str, Any]:
@@ -105,13 +113,56 @@ def validate(data: Any, source: str = "result") -> dict[str, Any]:
     if not all(isinstance(s, int | float) and not isinstance(s, bool) for s in data["scores"]):
         raise ResultError(f"{source}: scores must be numbers")
     _validate_components(data, source)
+    _validate_claim(data, source)
+    _validate_also(data, source)
     return data
+
+
+def _validate_claim(data: dict[str, Any], source: str) -> None:
+    claim, competitors = data.get("claim"), data.get("competitors")
+    if claim is None and competitors is None:
+        return
+    if data["schema_version"] < 3 or not isinstance(claim, dict) or not isinstance(competitors, dict):
+        raise ResultError(f"{source}: 'claim' and 'competitors' come together, and only in schema 3")
+    missing = [k for k in _CLAIM if k not in claim]
+    if missing:
+        raise ResultError(f"{source}: missing key claim.{missing[0]!r}")
+    for name in claim["against"]:
+        entry = competitors.get(name)
+        if not isinstance(entry, dict) or "scores" not in entry or "summary" not in entry:
+            raise ResultError(f"{source}: missing key competitors.{name!r} (scores and summary)")
+        if len(entry["scores"]) != data["test_episodes"]["count"]:
+            raise ResultError(f"{source}: competitors.{name} has {len(entry['scores'])} scores")
+        comparison = claim["comparisons"].get(name)
+        absent = [k for k in _COMPARISON if not isinstance(comparison, dict) or k not in comparison]
+        if absent:
+            raise ResultError(f"{source}: missing key claim.comparisons.{name}.{absent[0]!r}")
+    if data["verdict"]["verdict"] != claim["verdict"]:
+        raise ResultError(
+            f"{source}: verdict {data['verdict']['verdict']!r} differs from the claim's {claim['verdict']!r}"
+        )
+
+
+def _validate_also(data: dict[str, Any], source: str) -> None:
+    also = data.get("also")
+    if also is None:
+        return
+    if not isinstance(also, dict) or not also:
+        raise ResultError(f"{source}: 'also' is a non-empty table of metric name to scores and summary")
+    for name, part in also.items():
+        if not isinstance(part, dict) or not isinstance(part.get("scores"), list) or "summary" not in part:
+            raise ResultError(f"{source}: missing key also.{name}.'scores' or 'summary'")
+        if len(part["scores"]) != data["test_episodes"]["count"]:
+            raise ResultError(f"{source}: also.{name} has {len(part['scores'])} scores")
+        for key in _NESTED["summary"]:
+            if key not in part["summary"]:
+                raise ResultError(f"{source}: missing key also.{name}.summary.{key!r}")
 
 
 def _validate_components(data: dict[str, Any], source: str) -> None:
     components = data.get("components")
     if components is None:
-        if data["schema_version"] >= 2 and data["protocol"]["metric"] == "accuracy-by-instance":
+        if data["schema_version"] >= 2 and data["protocol"]["metric"] in VECTOR_METRICS:
             raise ResultError(f"{source}: missing key 'components' for metric {data['protocol']['metric']!r}")
         return
     if data["schema_version"] < 2 or not isinstance(components, list) or not components:

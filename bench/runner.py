@@ -10,6 +10,7 @@ from exactly where it stopped; a result file exists only for a finished run.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -36,11 +37,11 @@ from metabench.data import load_parts
 from metabench.data.cache import atomic_torch_save
 from metabench.episodes import EpisodeShape
 from metabench.errors import InterruptedRun, MetabenchError, UnknownNameError, did_you_mean
-from metabench.evaluate import evaluate, evaluate_by_instance
+from metabench.evaluate import evaluate, evaluate_components, evaluate_with
 from metabench.registry_loader import get_spec, implementation
 from metabench.reproduction import Reproduction, TaskInfo
-from metabench.spec import Benchmark, Profile, Reported, Spec
-from metabench.stats import Interval, Judgement, judge, mean_interval, worst
+from metabench.spec import Benchmark, Profile, Reported, Spec, minimum_test_episodes
+from metabench.stats import Interval, Judgement, judge, judge_claim, mean_interval, worst
 from metabench.tasks import Frozen, TaskSource
 
 VALIDATION_SEED_OFFSET = 1
@@ -322,8 +323,9 @@ def _train(
         best.step, best.score, best.weights = state.best_step, state.best_score, saved.get("best_model")
         console.print(f"Resuming from step {state.step} of {profile.train_episodes} ({ckpt})")
 
-    def save(sampler_state: torch.Tensor, rng_state: torch.Tensor) -> None:
-        atomic_torch_save(
+    def snapshot(sampler_state: torch.Tensor, rng_state: torch.Tensor) -> dict[str, Any]:
+        """Everything a checkpoint holds, copied, so that a later step cannot change it."""
+        return copy.deepcopy(
             {
                 "fingerprint": fingerprint,
                 "model": model.state_dict(),
@@ -333,25 +335,34 @@ def _train(
                 "torch_rng": rng_state,
                 "state": dataclasses.asdict(state),
                 "best_model": best.weights,
-            },
-            ckpt,
+            }
         )
 
+    def save(sampler_state: torch.Tensor, rng_state: torch.Tensor) -> None:
+        atomic_torch_save(snapshot(sampler_state, rng_state), ckpt)
+
     model.train()
+    per_batch = profile.steps_per_batch
     stop_at = (
         profile.train_episodes
         if request.stop_after is None
-        else min(profile.train_episodes, state.step + request.stop_after)
+        else min(profile.train_episodes, state.step + -(-request.stop_after // per_batch) * per_batch)
     )
+    # With several steps per batch, a run stopped mid-batch is saved as it was when the batch began
+    # (the reproduction's optimizee state is not in the checkpoint); the batch is then redone.
+    batch_start: dict[str, Any] | None = None
     with _progress(console, request.progress) as bar:
         task = bar.add_task(f"{bench.id} train", total=profile.train_episodes, completed=state.step, status="")
         started = time.perf_counter()
         step_sampler, step_rng = sampler.state(), torch.get_rng_state()
         try:
             while state.step < stop_at:
-                # An interrupted step is redone from these states, so resuming draws the same batches.
-                step_sampler, step_rng = sampler.state(), torch.get_rng_state()
-                batch = sampler.sample(profile.meta_batch)
+                if state.step % per_batch == 0:
+                    # An interrupted step is redone from these states, so resuming draws the same batches.
+                    step_sampler, step_rng = sampler.state(), torch.get_rng_state()
+                    if per_batch > 1:
+                        batch_start = snapshot(step_sampler, step_rng)
+                    batch = sampler.sample(profile.meta_batch)
                 out = model.meta_loss(batch)
                 if not torch.isfinite(out.loss):
                     raise MetabenchError(
@@ -360,15 +371,20 @@ def _train(
                     )
                 optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
+                if profile.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for p in model.parameters() if p.grad is not None], profile.clip_grad_norm
+                    )
                 optimizer.step()
                 scheduler.step()
                 state.step += 1
                 state.window_loss += float(out.loss.detach())
                 state.window_accuracy += float(out.accuracy)
                 state.window_steps += 1
-                step_sampler, step_rng = sampler.state(), torch.get_rng_state()
+                if state.step % per_batch == 0:
+                    step_sampler, step_rng = sampler.state(), torch.get_rng_state()
                 elapsed = state.seconds + time.perf_counter() - started
-                rate = state.step * profile.meta_batch / max(elapsed, 1e-9)
+                rate = state.step // per_batch * profile.meta_batch / max(elapsed, 1e-9)
                 bar.update(
                     task,
                     completed=state.step,
@@ -380,7 +396,7 @@ def _train(
                 if state.step % profile.val_every == 0 or state.step == profile.train_episodes:
                     point = {
                         "step": state.step,
-                        "episodes": state.step * profile.meta_batch,
+                        "episodes": state.step // per_batch * profile.meta_batch,
                         "seconds": round(elapsed, 3),
                         "train_loss": state.window_loss / state.window_steps,
                         f"train_{bench.metric}": state.window_accuracy / state.window_steps,
@@ -403,7 +419,11 @@ def _train(
                     save(step_sampler, step_rng)
         except BaseException as error:
             state.seconds += time.perf_counter() - started
-            save(step_sampler, step_rng)
+            if batch_start is not None and state.step % per_batch:
+                state.step -= state.step % per_batch
+                atomic_torch_save({**batch_start, "state": {**batch_start["state"], "seconds": state.seconds}}, ckpt)
+            else:
+                save(step_sampler, step_rng)
             if isinstance(error, KeyboardInterrupt):
                 raise InterruptedRun(
                     f"interrupted at step {state.step}; checkpoint saved to {ckpt}",
@@ -443,6 +463,16 @@ def _scored(scores: Tensor, summary: Interval, reported: Reported | None, judgem
     }
 
 
+def _summarised(scores: Tensor) -> dict[str, Any]:
+    """Per-episode scores and their summary, without a verdict: a claim's competitor, or a metric reported
+    beside the benchmark's own (``also``)."""
+    summary = mean_interval(scores)
+    return {
+        "scores": [round(float(s), 4) for s in scores],
+        "summary": {"mean": summary.mean, "ci95": summary.half_width, "std": summary.std, "n": summary.n},
+    }
+
+
 def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, Any], Path]:
     """Run one benchmark end to end; returns the result and the path it was written to."""
     console = console or Console(stderr=True)
@@ -458,14 +488,20 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     profile = bench.profile(request.profile)
     overrides: dict[str, Any] = {}
     if request.train_episodes is not None:
+        if request.train_episodes % profile.steps_per_batch:
+            raise MetabenchError(
+                f"--train-episodes {request.train_episodes} is not a multiple of the profile's steps_per_batch "
+                f"({profile.steps_per_batch})",
+                "training ends on a batch boundary; round it to a multiple",
+            )
         overrides["train_episodes"] = request.train_episodes
     if request.test_episodes is not None:
-        paper_count = (bench.reported.test_episodes or 0) if bench.reported else 0
-        minimum = 1 if profile.name == "smoke" else max(600, paper_count)
+        first_reported = bench.reported or next((c.reported for c in bench.components if c.reported), None)
+        minimum = minimum_test_episodes(profile.name, first_reported)
         if request.test_episodes < minimum:
             raise MetabenchError(
                 f"--episodes {request.test_episodes} is too few for the {profile.name} profile",
-                f"use at least {minimum} (600, or the paper's own count when larger)",
+                f"use at least {minimum} (600; a paper run also the paper's own count when larger)",
             )
         overrides["test_episodes"] = request.test_episodes
     profile = replace(profile, **overrides)
@@ -499,6 +535,15 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     model = cls.build(
         profile.model, task, where=f"{spec.source.name}.benchmarks[{bench.id}].profiles.{profile.name}.model"
     ).to(device)
+    if bench.claim is not None:
+        offered = model.competitors()
+        missing = [name for name in bench.claim.against if name not in offered]
+        if missing:
+            raise MetabenchError(
+                f"{spec.source.name}: benchmark {bench.id!r} claims a comparison with {missing[0]!r}, "
+                f"which {cls.__name__} cannot predict as",
+                f"it offers: {', '.join(offered) or 'no competitors'}; fix the claim's 'against' list",
+            )
     fingerprint = _fingerprint(spec, bench, profile, request.seed)
     state = _train(model, profile, bench, banks, request, ckpt, fingerprint, console)
 
@@ -507,13 +552,28 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         task_id = bar.add_task(f"{bench.id} test", total=frozen.count, status=f"{frozen.count} frozen episodes")
         try:
             advance = lambda n: bar.advance(task_id, n)  # noqa: E731
+            also: dict[str, Tensor] = {}
             if bench.is_vector:
                 instances = tuple(c.instance for c in bench.components)
-                scores, by_instance = evaluate_by_instance(
-                    model, frozen, test_bank, profile.eval_batch, instances, on_batch=advance
+                scores, by_instance = evaluate_components(
+                    model, frozen, test_bank, profile.eval_batch, bench.metric, instances, on_batch=advance
                 )
             else:
-                scores = evaluate(model, frozen, test_bank, profile.eval_batch, on_batch=advance, metric=bench.metric)
+                scores, also = evaluate_with(
+                    model, frozen, test_bank, profile.eval_batch, bench.metric, bench.also, on_batch=advance
+                )
+            competitor_scores: dict[str, Tensor] = {}
+            for name in bench.claim.against if bench.claim else ():
+                bar.update(task_id, description=f"{bench.id} test: {name}", completed=0)
+                competitor_scores[name] = evaluate(
+                    model,
+                    frozen,
+                    test_bank,
+                    profile.eval_batch,
+                    on_batch=advance,
+                    metric=bench.metric,
+                    competitor=name,
+                )
         except KeyboardInterrupt:
             raise InterruptedRun(
                 f"interrupted during evaluation; training is checkpointed at {ckpt}",
@@ -538,12 +598,36 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
                 }
             )
         judgement = worst(judgements, bench.direction)
+    claim: dict[str, Any] = {}
+    if bench.claim is not None:
+        judgement, comparisons = judge_claim(bench.claim, scores, dict(competitor_scores), bench.direction)
+        claim = {
+            "competitors": {name: _summarised(values) for name, values in competitor_scores.items()},
+            "claim": {
+                **dataclasses.asdict(bench.claim),
+                "verdict": judgement.verdict,
+                "rule": judgement.rule,
+                "comparisons": {
+                    c.competitor: {
+                        "mean_difference": c.comparison.mean_difference,
+                        "ci95": c.comparison.half_width,
+                        "p_value": c.comparison.p_value,
+                        "n": c.comparison.n,
+                        "verdict": c.verdict,
+                    }
+                    for c in comparisons
+                },
+            },
+        }
 
     created = provenance.now()
     path = results.result_path(request.output, spec.key, bench.id, profile.name, request.seed, created)
     weights = path.with_suffix(".pt")
     # Figures a reproduction draws of its own predictions (the sinusoid fits), beside the result.
     figures = [f.name for f in model.figures(next(iter(frozen.batches(test_bank, profile.eval_batch))), path)]
+    learned = model.learned()
+    if learned:
+        console.print(f"Learned: {json.dumps(learned)}", highlight=False)
     atomic_torch_save(
         {
             "paper": spec.key,
@@ -588,10 +672,15 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
             "eval_seconds": round(eval_seconds, 3),
             "wall_seconds": round(time.perf_counter() - wall_started, 3),
             "train_steps": state.step,
-            "train_episodes_per_second": state.step * profile.meta_batch / max(state.seconds, 1e-9),
+            "train_episodes_per_second": (state.step // profile.steps_per_batch)
+            * profile.meta_batch
+            / max(state.seconds, 1e-9),
             "eval_episodes_per_second": frozen.count / max(eval_seconds, 1e-9),
         },
         **({"components": components} if components else {}),
+        # Metrics scored beside the benchmark's own from the same predictions (the MSE of a CNP's mean).
+        **({"also": {name: _summarised(values) for name, values in also.items()}} if also else {}),
+        **claim,
         **(
             {
                 "early_stopping": {
@@ -609,6 +698,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         "created": created,
         "weights": weights.name,
         "figures": figures,
+        **({"learned": learned} if learned else {}),
     }
     results.write_atomic(result, path)
     ckpt.unlink(missing_ok=True)

@@ -24,14 +24,22 @@ PROFILE_NAMES = ("smoke", "quick", "paper")
 PlusMinusKind = Literal["ci95", "std-runs", "unknown", "none"]
 Confidence = Literal["HIGH", "MED"]
 Direction = Literal["higher", "lower"]
-#: accuracy and error (100 - accuracy) in %, per episode or per test example; mse for regression
-Metric = Literal["accuracy", "mse", "accuracy-by-instance", "error"]
+#: accuracy and error (100 - accuracy) in %, per episode or per test example; mse and loss for regression
+Metric = Literal[
+    "accuracy", "mse", "accuracy-by-instance", "loss", "log-likelihood", "log-likelihood-by-context", "error"
+]
 #: how the runner's learning rate moves: multiplied by lr_decay_factor every lr_decay_every steps, or
 #: annealed linearly from lr to 0 over the run (Reptile's meta step size)
 LrSchedule = Literal["step", "linear"]
 MIN_TEST_EPISODES = 600
 METRICS: tuple[str, ...] = get_args(Metric)
-VECTOR_METRICS = ("accuracy-by-instance",)
+VECTOR_METRICS = ("accuracy-by-instance", "log-likelihood-by-context")
+#: metrics whose chance level is 100 / ways; every other metric states the score of a trivial predictor
+CLASSIFICATION_METRICS = ("accuracy", "accuracy-by-instance", "error")
+ClaimConfidence = Literal["HIGH", "MED", "UNVERIFIED"]
+#: metrics a benchmark may report beside its own (``also``), computed from the same predictions: the MSE
+#: of a Gaussian prediction is the MSE of its mean
+ALSO_METRICS: dict[str, tuple[str, ...]] = {"log-likelihood": ("mse",)}
 
 
 @dataclass(frozen=True)
@@ -71,17 +79,46 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
+def component_name(metric: str, k: int) -> str:
+    """A vector benchmark's ``k``-th listed component: the ``k``-th presentation of a class ("2nd") for
+    accuracy by instance, ``k`` context points ("100 context") for log-likelihood by context."""
+    return f"{k} context" if metric == "log-likelihood-by-context" else ordinal(k)
+
+
+def component_label(name: str) -> str:
+    """How tables and messages name a component: MANN's "2nd" is the "2nd instance"; a count of context
+    points ("100 context") is shown as it is."""
+    return name if name.endswith("context") else f"{name} instance"
+
+
 @dataclass(frozen=True)
 class Component:
     """One element of a vector-valued benchmark, judged on its own like a scalar benchmark.
 
     For ``accuracy-by-instance`` (MANN's Table 1) a component is the accuracy at the ``instance``-th
     presentation of a class within an episode; ``name`` is how tables and results label it ("2nd").
+    For ``log-likelihood-by-context`` (CNP image completion) it is the log-likelihood of the targets
+    given the first ``instance`` context points of each task ("100 context").
     """
 
     name: str
     instance: int
     reported: Reported | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a paper claims instead of a number: that its method beats named competitors.
+
+    Papers that report curves (learned optimizers) or unconfirmed numbers (shrinkage) are checked this
+    way: the run scores the method and every competitor in ``against`` on the same frozen test tasks,
+    and the claim holds when every paired comparison favours the method at the 5% level.
+    """
+
+    statement: str
+    against: tuple[str, ...]
+    confidence: ClaimConfidence
+    source: str
 
 
 @dataclass(frozen=True)
@@ -109,6 +146,12 @@ class Profile:
     floor_note: str = ""
     min_above_chance: float | None = None
     lr_schedule: LrSchedule = "step"
+    #: optimiser steps taken on each sampled batch: a learned optimizer's truncated backpropagation
+    #: takes horizon / unroll steps on the same problems, the reproduction carrying the optimizee between
+    #: them (1: a fresh batch every step)
+    steps_per_batch: int = 1
+    #: rescale the meta-gradient to at most this norm before each step (Ravi & Larochelle clip at 0.25)
+    clip_grad_norm: float | None = None
     #: keep the weights of the best validation point and restore them before testing (needs val_part)
     early_stopping: bool = False
     model: dict[str, Any] = field(default_factory=dict)
@@ -142,6 +185,8 @@ class Benchmark:
     sequence: bool = False
     variant: str = ""
     components: tuple[Component, ...] = ()
+    claim: Claim | None = None
+    also: tuple[str, ...] = ()
 
     @property
     def chance(self) -> float:
@@ -318,7 +363,7 @@ def _parse_reported(table: _Table, value: float | None = None) -> Reported:
     return reported
 
 
-def _parse_components(table: _Table, instances: list[int]) -> tuple[Component, ...]:
+def _parse_components(table: _Table, instances: list[int], metric: str) -> tuple[Component, ...]:
     """A vector benchmark's ``reported`` table: ``values`` (one per instance) instead of ``value``."""
     values = table.get("values", list)
     if len(values) != len(instances) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
@@ -328,7 +373,7 @@ def _parse_components(table: _Table, instances: list[int]) -> tuple[Component, .
         raise table._fail("value", "a vector benchmark states `values`, one per instance, not one `value`")
     shared = {key: value for key, value in table.data.items() if key != "values"}
     return tuple(
-        Component(ordinal(k), k, _parse_reported(_Table(shared, table.where), float(v)))
+        Component(component_name(metric, k), k, _parse_reported(_Table(shared, table.where), float(v)))
         for k, v in zip(instances, values, strict=True)
     )
 
@@ -344,6 +389,37 @@ def _parse_floor(table: _Table, components: int) -> float | tuple[float, ...] | 
     if floor is not None and components:
         raise table._fail("floor", f"a vector benchmark states one floor per instance ({components} numbers)")
     return floor
+
+
+def minimum_test_episodes(profile: str, reported: Reported | None) -> int:
+    """The fewest frozen test episodes a profile may use.
+
+    ``paper`` follows the paper's own count when it is larger than 600 (Reptile's 10,000 tasks), so a
+    paper run is judged on the paper's protocol; ``quick`` needs 600, the design's minimum, because a
+    budget run whose evaluation alone takes hours on a CPU (Reptile's) would never be measured at all;
+    ``smoke`` is a test of the plumbing and needs 1.
+    """
+    if profile == "smoke":
+        return 1
+    if profile == "paper" and reported is not None and reported.test_episodes:
+        return max(MIN_TEST_EPISODES, reported.test_episodes)
+    return MIN_TEST_EPISODES
+
+
+def _parse_claim(table: _Table) -> Claim:
+    against = table.get("against", list)
+    if not against or not all(isinstance(name, str) and name for name in against):
+        raise table._fail("against", 'lists the competitors the claim is about, e.g. ["sgd", "adam"]')
+    if len(set(against)) != len(against):
+        raise table._fail("against", "names a competitor twice")
+    claim = Claim(
+        statement=table.get("statement", str),
+        against=tuple(against),
+        confidence=table.choice("confidence", get_args(ClaimConfidence)),
+        source=table.get("source", str),
+    )
+    table.reject_unread()
+    return claim
 
 
 def _parse_profile(name: str, table: _Table, reported: Reported | None, components: int = 0) -> Profile:
@@ -371,20 +447,30 @@ def _parse_profile(name: str, table: _Table, reported: Reported | None, componen
         floor_note=table.get("floor_note", str, ""),
         min_above_chance=table.get("min_above_chance", float, None),
         lr_schedule=table.choice("lr_schedule", get_args(LrSchedule), "step"),
+        steps_per_batch=table.positive("steps_per_batch", 1),
+        clip_grad_norm=table.get("clip_grad_norm", float, None),
         early_stopping=table.get("early_stopping", bool, False),
         model=dict(model),
     )
     table.reject_unread()
     if profile.early_stopping and not profile.val_part:
         raise table._fail("early_stopping", "needs a val_part to choose the best model on")
-    if name != "smoke":
-        needed = max(MIN_TEST_EPISODES, (reported.test_episodes or 0) if reported else 0)
-        if profile.test_episodes < needed:
+    if profile.clip_grad_norm is not None and profile.clip_grad_norm <= 0:
+        raise table._fail("clip_grad_norm", f"must be positive, found {profile.clip_grad_norm}")
+    for key in ("train_episodes", "checkpoint_every"):
+        if getattr(profile, key) % profile.steps_per_batch:
             raise table._fail(
-                "test_episodes",
-                f"{profile.test_episodes} is too few for the {name!r} profile: at least {needed} "
-                f"(600, or the paper's own count when larger)",
+                key,
+                f"{getattr(profile, key)} is not a multiple of steps_per_batch = {profile.steps_per_batch} "
+                "(checkpoints and the end of training fall on batch boundaries, so a resume is exact)",
             )
+    needed = minimum_test_episodes(name, reported)
+    if profile.test_episodes < needed:
+        raise table._fail(
+            "test_episodes",
+            f"{profile.test_episodes} is too few for the {name!r} profile: at least {needed} "
+            f"({'600, or the paper' + chr(39) + 's own count when larger' if name == 'paper' else '600'})",
+        )
     if name == "smoke" and profile.min_above_chance is None:
         raise table._fail("min_above_chance", "missing: the smoke profile states how far above chance it must end")
     if name == "quick" and profile.floor is None and not profile.floor_note:
@@ -402,20 +488,23 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
     if metric in VECTOR_METRICS:
         if not instances or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in instances):
             raise table._fail("instances", f"missing: metric {metric!r} lists the instances it reports, e.g. [1, 2, 5]")
-        if not table.get("sequence", bool, False):
+        if metric == "accuracy-by-instance" and not table.get("sequence", bool, False):
             raise table._fail("sequence", f"metric {metric!r} needs sequence episodes: set sequence = true")
     elif instances:
         raise table._fail("instances", f"only vector metrics ({', '.join(VECTOR_METRICS)}) list instances")
     reported_table = table.get("reported", dict, None)
+    claim = _parse_claim(table.sub("claim")) if table.get("claim", dict, None) is not None else None
+    if claim is not None and reported_table:
+        raise table._fail("claim", "a benchmark states either a reported number or a claim, not both")
     reported: Reported | None = None
     components: tuple[Component, ...] = ()
     if reported_table and metric in VECTOR_METRICS:
-        components = _parse_components(_Table(reported_table, f"{table.where}.reported"), instances)
+        components = _parse_components(_Table(reported_table, f"{table.where}.reported"), instances, metric)
         reported = None
     elif reported_table:
         reported = _parse_reported(_Table(reported_table, f"{table.where}.reported"))
     if metric in VECTOR_METRICS and not components:
-        components = tuple(Component(ordinal(k), k, None) for k in instances)
+        components = tuple(Component(component_name(metric, k), k, None) for k in instances)
     first_reported = reported or (components[0].reported if components else None)
     profile_tables = table.get("profiles", dict, {})
     unknown = set(profile_tables) - set(PROFILE_NAMES)
@@ -450,19 +539,34 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         sequence=table.get("sequence", bool, False),
         variant=table.get("variant", str, ""),
         components=components,
+        claim=claim,
+        also=tuple(table.get("also", list, [])),
     )
     table.reject_unread()
+    allowed = ALSO_METRICS.get(bench.metric, ())
+    for other in bench.also:
+        if other not in allowed:
+            raise table._fail(
+                "also",
+                f"{other!r} cannot be scored from {bench.metric!r} predictions"
+                + (f" (possible: {', '.join(allowed)})" if allowed else " (this metric reports nothing beside it)"),
+            )
     if bench.sequence and bench.is_vector and max(instances) > bench.shots + bench.queries:
         raise table._fail(
             "instances", f"instance {max(instances)} never occurs: a class appears shots + queries times per episode"
         )
-    if bench.metric != "mse" and bench.ways < 2:
+    if bench.metric == "log-likelihood-by-context" and max(instances) > bench.shots:
+        raise table._fail(
+            "instances", f"{max(instances)} context points cannot be given: a task has only shots = {bench.shots}"
+        )
+    classification = bench.metric in CLASSIFICATION_METRICS
+    if classification and bench.ways < 2:
         raise table._fail("ways", "an episode needs at least 2 ways")
-    if bench.metric != "mse" and bench.baseline is not None:
+    if classification and bench.baseline is not None:
         raise table._fail("chance", "is 100 / ways for accuracy; state it only for a regression metric")
     if bench.metric == "error" and bench.direction != "lower":
         raise table._fail("direction", 'an error is better when lower: set direction = "lower"')
-    if bench.metric == "mse" and bench.baseline is None:
+    if not classification and bench.baseline is None:
         raise table._fail("chance", f"missing: a {bench.metric} benchmark states the score of a trivial predictor")
     return bench
 

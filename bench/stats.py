@@ -13,6 +13,12 @@ of unstated meaning is used as printed; a bare number allows half a unit of its 
 (98.8 or 96.0 allow 0.05: the spec states the printed decimals), since the paper rounded it. For a
 metric where lower is better (an MSE), "below" still means the number is smaller; :func:`is_worse`
 says which side is a shortfall.
+
+A claim (the method beats named competitors, see :class:`~metabench.spec.Claim`) is judged by
+:func:`judge_claim` from paired comparisons on the same frozen tasks: it ``holds`` when the method is
+better than every competitor at the 5% level, ``fails`` when some competitor is better at that level,
+and is ``inconclusive`` otherwise. Requiring every comparison to hold (an intersection-union test)
+keeps the overall error rate at 5% without a multiple-comparison correction.
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from metabench.spec import Reported
+from metabench.spec import Claim, Reported
 
-Verdict = Literal["reproduced", "below", "above", "no target"]
+Verdict = Literal["reproduced", "below", "above", "no target", "holds", "fails", "inconclusive"]
 Z95 = 1.959963984540054
 
 
@@ -111,8 +117,8 @@ def worst(judgements: list[Judgement], direction: Literal["higher", "lower"]) ->
 
 
 def is_worse(verdict: Verdict, direction: Literal["higher", "lower"]) -> bool:
-    """Whether a verdict is a shortfall for a metric where ``direction`` is better."""
-    return verdict == ("below" if direction == "higher" else "above")
+    """Whether a verdict is a shortfall for a metric where ``direction`` is better (a failed claim is)."""
+    return verdict == "fails" or verdict == ("below" if direction == "higher" else "above")
 
 
 @dataclass(frozen=True)
@@ -146,3 +152,37 @@ def paired(a: Tensor | list[float], b: Tensor | list[float]) -> PairedComparison
         z = abs(summary.mean) / (summary.std / math.sqrt(summary.n))
         p_value = math.erfc(z / math.sqrt(2.0))
     return PairedComparison(summary.mean, summary.half_width, p_value, summary.n)
+
+
+@dataclass(frozen=True)
+class ClaimComparison:
+    """The method against one competitor: ``method - competitor`` on shared tasks, and what it says."""
+
+    competitor: str
+    comparison: PairedComparison
+    verdict: Verdict
+
+
+def judge_claim(
+    claim: Claim,
+    method: Tensor | list[float],
+    competitors: dict[str, Tensor | list[float]],
+    direction: Literal["higher", "lower"],
+) -> tuple[Judgement, list[ClaimComparison]]:
+    """The claim's verdict over paired comparisons of ``method`` with each competitor it names."""
+    missing = [name for name in claim.against if name not in competitors]
+    if missing:
+        raise ValueError(f"no scores for competitor {missing[0]!r} of the claim")
+    comparisons = []
+    for name in claim.against:
+        comparison = paired(method, competitors[name])
+        method_better = (comparison.mean_difference > 0) == (direction == "higher")
+        verdict: Verdict = "inconclusive" if not comparison.distinguishable else "holds" if method_better else "fails"
+        comparisons.append(ClaimComparison(name, comparison, verdict))
+    verdicts = {c.verdict for c in comparisons}
+    overall: Verdict = "fails" if "fails" in verdicts else "inconclusive" if "inconclusive" in verdicts else "holds"
+    rule = (
+        "paired z-test of method - competitor on the same tasks at the 5% level; the claim holds when it "
+        "holds against every competitor, fails when any competitor is significantly better"
+    )
+    return Judgement(overall, math.nan, math.nan, rule), comparisons

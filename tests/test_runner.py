@@ -80,7 +80,11 @@ def test_resume_refuses_a_checkpoint_of_other_settings(data_dir: Path, tmp_path:
 def test_too_few_test_episodes_are_refused_outside_smoke(tmp_path: Path) -> None:
     with pytest.raises(MetabenchError, match="use at least 1000"):
         metabench.run_benchmark(
-            "protonet", benchmark="omniglot-5w1s", profile="quick", test_episodes=600, output=tmp_path
+            "protonet", benchmark="omniglot-5w1s", profile="paper", test_episodes=600, output=tmp_path
+        )
+    with pytest.raises(MetabenchError, match="use at least 600"):
+        metabench.run_benchmark(
+            "protonet", benchmark="omniglot-5w1s", profile="quick", test_episodes=599, output=tmp_path
         )
 
 

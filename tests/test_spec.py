@@ -101,10 +101,12 @@ def test_duplicate_benchmark_ids_are_refused() -> None:
         parse(data)
 
 
-def test_paper_count_of_test_episodes_is_the_minimum_when_larger_than_600() -> None:
-    data = mutate(["benchmarks", 0, "profiles", "quick", "test_episodes"], 800)
+def test_paper_count_of_test_episodes_is_the_paper_profiles_minimum_when_larger_than_600() -> None:
+    data = mutate(["benchmarks", 0, "profiles", "paper", "test_episodes"], 800)
     with pytest.raises(SpecError, match="at least 1000"):
         parse(data)
+    quick = parse_spec(mutate(["benchmarks", 0, "profiles", "quick", "test_episodes"], 800), Path("protonet.toml"))
+    assert quick.benchmarks[0].profile("quick").test_episodes == 800, "a quick budget needs 600, not the paper's count"
 
 
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
