@@ -439,9 +439,10 @@ def _train(
         )
     if profile.early_stopping:
         best.restore(model)
+        last = "the last step" if best.step == state.step else f"not of the last step {state.step}"
         console.print(
             f"Early stopping: testing the weights of step {best.step} "
-            f"(validation {bench.metric} {best.score:.4g}), not of the last step {state.step}"
+            f"(validation {bench.metric} {best.score:.4g}), {last}"
         )
     return state
 
