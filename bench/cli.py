@@ -107,7 +107,7 @@ def _reported_text(reported: Any, bench: Any = None) -> str:
         return f"claim: beats {', '.join(bench.claim.against)}"
     if bench is not None and bench.components:
         shown = [f"{c.name} {c.reported.printed() if c.reported else '—'}" for c in bench.components]
-        return "by instance: " + " / ".join(shown)
+        return ("by instance: " if bench.metric == "accuracy-by-instance" else "by context: ") + " / ".join(shown)
     if reported is None:
         return "no target"
     if reported.plus_minus_kind == "none":
@@ -121,6 +121,8 @@ def _protocol_text(bench: Any) -> str:
             f"{bench.dataset}/{bench.split} {bench.ways}-class sequences of "
             f"{bench.ways * (bench.shots + bench.queries)} steps"
         )
+    if bench.shots == 0:
+        return f"{bench.dataset}/{bench.split} supervised, {bench.ways} classes"
     return f"{bench.dataset}/{bench.split} {bench.ways}-way {bench.shots}-shot, {bench.queries} queries"
 
 
@@ -166,8 +168,12 @@ def show(paper: Annotated[str, typer.Argument(help="Paper key, e.g. protonet (se
         out.rule(f"{bench.id}{'  (default)' if bench.default else ''}")
         out.print(
             f"{bench.dataset}, split {bench.split!r}, test part {bench.test_part!r}, {bench.image_size}px; "
-            f"{bench.ways}-way {bench.shots}-shot, {bench.queries} queries per class; "
-            f"{'sequence episodes; ' if bench.sequence else ''}"
+            + (
+                f"supervised ({bench.ways} classes, no support set), {bench.queries} test example(s) per task; "
+                if bench.shots == 0
+                else f"{bench.ways}-way {bench.shots}-shot, {bench.queries} queries per class; "
+            )
+            + f"{'sequence episodes; ' if bench.sequence else ''}"
             f"{'transductive' if bench.transductive else 'not transductive'}; test seed {bench.test_seed}"
         )
         if bench.variant:
@@ -264,6 +270,7 @@ def run(
 
 def _print_outcome(result: dict[str, Any], path: Path) -> None:
     from metabench.compare import verdict_style
+    from metabench.spec import component_label
 
     summary, reported, verdict = result["summary"], result["reported"], result["verdict"]
     table = Table(show_header=False, box=None)
@@ -283,9 +290,13 @@ def _print_outcome(result: dict[str, Any], path: Path) -> None:
         against = "  " if paper is None else f"  paper {paper:g}, {part['verdict']['difference']:+.2f}, "
         floor = "" if part["floor"] is None or result["profile"] != "quick" else f"  floor {part['floor']:g}"
         table.add_row(
-            f"{part['name']} instance",
+            component_label(part["name"]),
             f"{part['summary']['mean']:.2f} ± {part['summary']['ci95']:.2f}{against}"
             f"[{verdict_style(part['verdict']['verdict'])}]{part['verdict']['verdict']}[/]{floor}",
+        )
+    for name, part in result.get("also", {}).items():
+        table.add_row(
+            name, f"{part['summary']['mean']:.4f} ± {part['summary']['ci95']:.4f}  (reported beside, no verdict)"
         )
     claim = result.get("claim")
     if claim:
@@ -365,6 +376,7 @@ def check(
 ) -> None:
     """Exit 1 when a result falls short: paper runs below the reported band, quick runs below their floor."""
     from metabench import compare as comparing
+    from metabench.spec import component_label
 
     outcome = comparing.check(_selected(paths, paper, profile))
     out.print(comparing.check_table(outcome))
@@ -373,9 +385,9 @@ def check(
         out.print(f"[green]all {len(outcome)} results pass[/]")
         return
     for row in failures.itertuples():
+        part = f" ({component_label(row.component)})" if row.component else ""
         err.print(
-            f"[red]FAIL[/] {row.paper} {row.benchmark}{f' ({row.component} instance)' if row.component else ''} "
-            f"({row.profile}): {row.reason}",
+            f"[red]FAIL[/] {row.paper} {row.benchmark}{part} ({row.profile}): {row.reason}",
             highlight=False,
             soft_wrap=True,
         )

@@ -5,11 +5,13 @@
 against the reported band, a ``quick`` run when its mean misses the floor its spec states, a
 ``smoke`` run when it does not clear chance by the spec's margin.
 
-A result of a vector benchmark (accuracy by instance) becomes one row per component, named in the
-``component`` column ("1st", "2nd", ...), each judged and checked like a scalar result; scalar results
-have an empty ``component``. A claim result adds one row per competitor (``role`` "competitor",
-``component`` its name): the competitor's own mean, and as difference and verdict the paired comparison
-of the method with it; the method's row carries the claim's overall verdict.
+A result of a vector benchmark (accuracy by instance, log-likelihood by context) becomes one row per
+component, named in the ``component`` column ("1st", "2nd", ..., "100 context"), each judged and checked
+like a scalar result; scalar results have an empty ``component``. A claim result adds one row per
+competitor (``role`` "competitor", ``component`` its name): the competitor's own mean, and as difference
+and verdict the paired comparison of the method with it; the method's row carries the claim's overall
+verdict. Metrics a benchmark reports beside its own (``also``: the MSE beside a log-likelihood) are shown
+in the ``also`` column, neither judged nor checked.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from rich.table import Table
 
 from metabench import results
 from metabench.errors import MetabenchError, ResultError
-from metabench.spec import printed_number
+from metabench.spec import component_label, printed_number
 from metabench.stats import is_worse, paired
 
 COLUMNS = [
@@ -55,6 +57,7 @@ COLUMNS = [
     "created",
     "path",
     "figures",
+    "also",
     "claim",
 ]
 
@@ -111,6 +114,7 @@ def _rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
                 "path": str(path),
                 # Figures the run drew (the sinusoid fits), by their path beside the result.
                 "figures": ";".join(str(path.with_name(name)) for name in data.get("figures", [])),
+                "also": "" if part else _also_cell(data.get("also", {})),
                 "claim": data["claim"]["statement"] if "claim" in data else "",
             }
         )
@@ -130,9 +134,15 @@ def _rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
                     "verdict": comparison["verdict"],
                     "floor": math.nan,
                     "figures": "",
+                    "also": "",
                 }
             )
     return rows
+
+
+def _also_cell(also: dict[str, Any]) -> str:
+    """``mse 0.1234 ± 0.0056``: each metric reported beside the benchmark's, with its 95% interval."""
+    return "; ".join(f"{name} {p['summary']['mean']:.4f} ± {p['summary']['ci95']:.4f}" for name, p in also.items())
 
 
 def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
@@ -191,7 +201,7 @@ def _benchmark_cell(row: pd.Series) -> str:
     if row["role"] == "competitor":
         return f"{row['benchmark']} (vs {row['component']})"
     if row["component"]:
-        return f"{row['benchmark']} ({row['component']} instance)"
+        return f"{row['benchmark']} ({component_label(row['component'])})"
     return str(row["benchmark"])
 
 
@@ -223,6 +233,8 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             "device": frame["device"],
         }
     )
+    if len(frame) and frame["also"].fillna("").astype(bool).any():
+        shown["also"] = frame["also"].fillna("")
     if len(frame) and frame["figures"].fillna("").astype(bool).any():
         shown["figures"] = [
             " ".join(f"[{Path(f).name}]({f})" for f in str(v).split(";") if f) if isinstance(v, str) else ""
@@ -317,7 +329,7 @@ def check_table(checked: pd.DataFrame) -> Table:
         name = (
             f"{row.benchmark} (vs {row.component})"
             if row.role == "competitor"
-            else f"{row.benchmark} ({row.component} instance)"
+            else f"{row.benchmark} ({component_label(row.component)})"
             if row.component
             else row.benchmark
         )
@@ -351,7 +363,8 @@ def paired_report(first: Path, second: Path) -> str:
 
 
 def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
-    """Validation accuracy against training time, one panel per benchmark, the paper's number dashed.
+    """Validation accuracy (or the benchmark's metric) against training time, one panel per benchmark, the
+    paper's number dashed.
 
     Time rather than steps on the x-axis, because time-to-accuracy is what a researcher budgets for.
     """
@@ -366,9 +379,12 @@ def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
     figure, axes = plt.subplots(1, len(benchmarks), figsize=(4.2 * len(benchmarks), 3.4), squeeze=False)
     for axis, (paper_key, bench_id) in zip(axes[0], benchmarks, strict=True):
         rows = frame[(frame["paper"] == paper_key) & (frame["benchmark"] == bench_id)].drop_duplicates("path")
+        metric = "accuracy"
         for _, row in rows.iterrows():
-            curve = results.read(Path(row["path"]))["curve"]
-            points = [(p["seconds"], p["val_accuracy"]) for p in curve if "val_accuracy" in p]
+            data = results.read(Path(row["path"]))
+            metric = data["protocol"]["metric"]  # accuracy, or a regression metric (mse, log-likelihood)
+            key = f"val_{metric}"
+            points = [(p["seconds"], p[key]) for p in data["curve"] if key in p]
             if points:
                 seconds, accuracy = zip(*points, strict=True)
                 axis.plot(
@@ -382,7 +398,7 @@ def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
             axis.axhline(rows["reported"].iloc[0], color="black", linestyle="--", linewidth=1, label="paper")
         axis.set_title(f"{paper_key} {bench_id}", fontsize=10)
         axis.set_xlabel("training time (s)")
-        axis.set_ylabel("validation accuracy (%)")
+        axis.set_ylabel("validation accuracy (%)" if metric == "accuracy" else f"validation {metric}")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     figure.tight_layout()

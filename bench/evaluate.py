@@ -1,13 +1,19 @@
-"""Scoring a model on frozen episodes: accuracy per episode in percent, or mean squared error per task.
+"""Scoring a model on frozen episodes: accuracy or error per episode in percent, mean squared error or
+Gaussian log-likelihood per task.
 
 For set episodes a model predicts the queries; for sequence episodes (see ``episodes.as_sequence``) it
 predicts every step of the sequence, and :func:`evaluate_by_instance` also scores each episode at the
-k-th presentation of its classes, the way MANN's Table 1 reports accuracy.
+k-th presentation of its classes, the way MANN's Table 1 reports accuracy. A model scored by
+log-likelihood predicts a Gaussian per target, ``[..., 2]`` = (mean, standard deviation);
+:func:`evaluate_by_context` scores it given the first k context points of each task, the way CNP's
+image completion is reported by number of context pixels.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -46,17 +52,44 @@ def targets(batch: EpisodeBatch) -> Tensor:
     return batch.query_y if batch.order is None else as_sequence(batch)[1]
 
 
+#: metrics whose predictions are a Gaussian per target: ``[B, targets, ..., 2]`` = (mean, standard deviation)
+GAUSSIAN_METRICS = ("log-likelihood", "log-likelihood-by-context")
+
+
+def gaussian_log_likelihood(predictions: Tensor, targets: Tensor) -> Tensor:
+    """Per task, the mean over targets of ``log N(y; mean, std)`` (summed over a target's dimensions).
+
+    ``predictions`` is ``targets.shape + (2,)``: the mean and the standard deviation of each value. This is
+    what CNP's notebook maximises (a diagonal Gaussian per target point, averaged over the targets).
+    """
+    y = targets.to(torch.float64)
+    mean, std = predictions[..., 0].to(torch.float64), predictions[..., 1].to(torch.float64)
+    log_p = -0.5 * ((y - mean) / std).pow(2) - std.log() - 0.5 * math.log(2 * math.pi)
+    return log_p.reshape(y.shape[0], y.shape[1], -1).sum(-1).mean(1)
+
+
+def point_predictions(predictions: Tensor, metric: str) -> Tensor:
+    """What a metric other than ``metric`` scores: the mean of a Gaussian prediction, else the predictions."""
+    return predictions[..., 0] if metric in GAUSSIAN_METRICS else predictions
+
+
 def score(predictions: Tensor, targets: Tensor, metric: str) -> Tensor:
-    """Per-episode scores of ``[B, queries, ...]`` predictions: accuracy (%) of the argmax, or the MSE.
+    """Per-episode scores of ``[B, queries, ...]`` predictions: accuracy (%) of the argmax, its error
+    (100 - accuracy, what supervised papers report; for one-example tasks 0 or 100 per example), the MSE,
+    or the Gaussian log-likelihood of ``[B, queries, ..., 2]`` (mean, std) predictions.
 
     For ``loss`` the prediction already is the task's score (an optimizee's loss after its horizon,
     say), ``[B]`` or ``[B, ...]`` averaged over the trailing dimensions; the targets are not used.
     """
+    if metric in GAUSSIAN_METRICS:
+        return gaussian_log_likelihood(predictions, targets)
     if metric == "loss":
         values = predictions.to(torch.float64)
         return values.flatten(1).mean(1) if values.dim() > 1 else values
     if metric == "mse":
         return (predictions.to(torch.float64) - targets.to(torch.float64)).pow(2).flatten(1).mean(1)
+    if metric == "error":
+        return (predictions.argmax(-1) != targets).to(torch.float64).mean(1).mul(100.0)
     return (predictions.argmax(-1) == targets).to(torch.float64).mean(1).mul(100.0)
 
 
@@ -68,12 +101,26 @@ def _predictions(
     on_batch: Callable[[int], None] | None,
     competitor: str | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Per batch of frozen episodes: the model's predictions and their targets, detached.
+    """Per batch of frozen episodes: the model's (or a competitor's) predictions and their targets, detached."""
+    for _, predictions, labels in _predictions_of(model, episodes, bank, batch_size, on_batch, competitor):
+        yield predictions, labels
+
+
+def _predictions_of(
+    model: Reproduction,
+    episodes: Frozen,
+    bank: TaskSource,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None,
+    competitor: str | None = None,
+) -> Iterator[tuple[EpisodeBatch, Tensor, Tensor]]:
+    """Per batch of frozen episodes: the batch, the model's predictions and their targets, detached.
 
     With ``competitor`` the predictions are the named competitor's (:meth:`Reproduction.predict_competitor`).
 
     The model is put in evaluation mode (batch norm uses running statistics unless the reproduction
-    implements a transductive mode itself) and restored to its previous mode afterwards.
+    implements a transductive mode itself) and restored to its previous mode afterwards; the consumer
+    may predict more on the batch in that mode before asking for the next one.
     """
     was_training = model.training
     model.eval()
@@ -94,7 +141,7 @@ def _predictions(
             else:
                 batches, predict = episodes.batches(bank, batch_size), model.predict
             for batch in batches:
-                yield predict(batch).detach(), targets(batch)
+                yield batch, predict(batch).detach(), targets(batch)
                 if on_batch is not None:
                     on_batch(batch.size)
     finally:
@@ -110,13 +157,35 @@ def evaluate(
     metric: str = "accuracy",
     competitor: str | None = None,
 ) -> Tensor:
-    """The metric (accuracy in %, or MSE) on each frozen episode, in episode order, as float64 on the CPU.
+    """The metric (accuracy or error in %, MSE, log-likelihood) on each frozen episode, in episode order, as
+    float64 on the CPU.
 
-    For sequence episodes the accuracy is over every step of the sequence. ``competitor`` scores a
-    claim's competitor instead of the model's own method, on the same episodes.
+    For sequence episodes the accuracy is over every step of the sequence; for log-likelihood by context,
+    it is the log-likelihood given every context point of the task (all ``shots`` of them).
+    ``competitor`` scores a claim's competitor instead of the model's own method, on the same episodes.
     """
-    batches = _predictions(model, episodes, bank, batch_size, on_batch, competitor)
-    return torch.cat([score(predictions, labels, metric).cpu() for predictions, labels in batches])
+    return evaluate_with(model, episodes, bank, batch_size, metric, (), on_batch, competitor)[0]
+
+
+def evaluate_with(
+    model: Reproduction,
+    episodes: Frozen,
+    bank: TaskSource,
+    batch_size: int,
+    metric: str,
+    also: tuple[str, ...] = (),
+    on_batch: Callable[[int], None] | None = None,
+    competitor: str | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Like :func:`evaluate`, and each metric in ``also`` scored from the same predictions (a benchmark's
+    ``also``: the MSE of a Gaussian prediction's mean beside its log-likelihood), per episode."""
+    scores: list[Tensor] = []
+    others: dict[str, list[Tensor]] = {name: [] for name in also}
+    for predictions, labels in _predictions(model, episodes, bank, batch_size, on_batch, competitor):
+        scores.append(score(predictions, labels, metric).cpu())
+        for name in also:
+            others[name].append(score(point_predictions(predictions, metric), labels, name).cpu())
+    return torch.cat(scores), {name: torch.cat(values) for name, values in others.items()}
 
 
 def evaluate_by_instance(
@@ -143,3 +212,50 @@ def evaluate_by_instance(
         by_instance.append((masks * correct.unsqueeze(1)).sum(-1).div(masks.sum(-1)).mul(100.0))
         overall.append(correct.mean(1).mul(100.0))
     return torch.cat(overall), torch.cat(by_instance)
+
+
+def evaluate_by_context(
+    model: Reproduction,
+    episodes: Frozen,
+    bank: TaskSource,
+    batch_size: int,
+    counts: tuple[int, ...],
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Log-likelihood of each task's targets given all its context points ``[E]``, and given only the first
+    ``k`` of them for each listed count ``[E, k]``.
+
+    A frozen task's context points are in random order, so its first ``k`` are a random subset, and the
+    subsets are nested (100 context pixels include the first 10): the curve over ``k`` is the paper's
+    "log-likelihood by number of context points", each count scored on the same tasks and targets.
+    """
+    overall, by_count = [], []
+    for batch, predictions, labels in _predictions_of(model, episodes, bank, batch_size, on_batch):
+        overall.append(gaussian_log_likelihood(predictions, labels).cpu())
+        columns = []
+        for k in counts:
+            if k > batch.support_x.shape[1]:
+                raise ValueError(f"{k} context points asked of tasks with {batch.support_x.shape[1]}")
+            fewer = replace(batch, support_x=batch.support_x[:, :k], support_y=batch.support_y[:, :k], shots=k)
+            columns.append(gaussian_log_likelihood(model.predict(fewer).detach(), labels).cpu())
+        by_count.append(torch.stack(columns, dim=1))
+    return torch.cat(overall), torch.cat(by_count)
+
+
+def evaluate_components(
+    model: Reproduction,
+    episodes: Frozen,
+    bank: TaskSource,
+    batch_size: int,
+    metric: str,
+    instances: tuple[int, ...],
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """A vector benchmark's scores: per episode overall ``[E]`` and per component ``[E, k]``, by its metric."""
+    if metric == "log-likelihood-by-context":
+        return evaluate_by_context(model, episodes, bank, batch_size, instances, on_batch)
+    if metric == "accuracy-by-instance":
+        if not isinstance(episodes, FrozenEpisodes) or not isinstance(bank, ClassBank):
+            raise ValueError("accuracy by instance needs frozen episodes over a class bank")
+        return evaluate_by_instance(model, episodes, bank, batch_size, instances, on_batch)
+    raise ValueError(f"{metric!r} is not a vector metric")

@@ -10,7 +10,9 @@ reported value, verdict and floor, while the top level summarises the whole (for
 accuracy over every step of the sequence) with the worst component's verdict. Version 3 adds, for a
 claim benchmark, ``competitors`` (each competitor's per-episode scores and summary on the same frozen
 episodes) and ``claim`` (the statement, the paired comparison with each competitor and the claim's
-verdict, which is also the top-level verdict). Versions 1 and 2 stay valid.
+verdict, which is also the top-level verdict); and, optionally, ``also``: metrics a benchmark reports
+beside its own from the same predictions (``{"mse": {"scores": [...], "summary": {...}}}``), with no
+reported value or verdict. Versions 1 and 2 stay valid.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from metabench.errors import ResultError
+from metabench.spec import VECTOR_METRICS
 
 SCHEMA_VERSION = 3
 SUPPORTED_VERSIONS = (1, 2, 3)
@@ -111,6 +114,7 @@ def validate(data: Any, source: str = "result") -> dict[str, Any]:
         raise ResultError(f"{source}: scores must be numbers")
     _validate_components(data, source)
     _validate_claim(data, source)
+    _validate_also(data, source)
     return data
 
 
@@ -139,10 +143,26 @@ def _validate_claim(data: dict[str, Any], source: str) -> None:
         )
 
 
+def _validate_also(data: dict[str, Any], source: str) -> None:
+    also = data.get("also")
+    if also is None:
+        return
+    if not isinstance(also, dict) or not also:
+        raise ResultError(f"{source}: 'also' is a non-empty table of metric name to scores and summary")
+    for name, part in also.items():
+        if not isinstance(part, dict) or not isinstance(part.get("scores"), list) or "summary" not in part:
+            raise ResultError(f"{source}: missing key also.{name}.'scores' or 'summary'")
+        if len(part["scores"]) != data["test_episodes"]["count"]:
+            raise ResultError(f"{source}: also.{name} has {len(part['scores'])} scores")
+        for key in _NESTED["summary"]:
+            if key not in part["summary"]:
+                raise ResultError(f"{source}: missing key also.{name}.summary.{key!r}")
+
+
 def _validate_components(data: dict[str, Any], source: str) -> None:
     components = data.get("components")
     if components is None:
-        if data["schema_version"] >= 2 and data["protocol"]["metric"] == "accuracy-by-instance":
+        if data["schema_version"] >= 2 and data["protocol"]["metric"] in VECTOR_METRICS:
             raise ResultError(f"{source}: missing key 'components' for metric {data['protocol']['metric']!r}")
         return
     if data["schema_version"] < 2 or not isinstance(components, list) or not components:

@@ -1,7 +1,8 @@
 """The one training and evaluation loop every reproduction runs through.
 
 ``run`` resolves a benchmark and profile, puts the split's class banks on the device, meta-trains
-with the profile's optimiser and schedule (progress bar, periodic validation, checkpoints), evaluates
+with the profile's optimiser and schedule (progress bar, periodic validation, checkpoints; with
+``early_stopping`` the weights of the best validation point are the ones tested), evaluates
 on the benchmark's frozen test episodes, judges the result against the paper and writes the result
 JSON atomically. Ctrl-C, ``--stop-after`` or a crash leave a checkpoint that ``--resume`` continues
 from exactly where it stopped; a result file exists only for a finished run.
@@ -40,7 +41,7 @@ from metabench.data import load_parts
 from metabench.data.cache import atomic_torch_save
 from metabench.episodes import EpisodeShape
 from metabench.errors import InterruptedRun, MetabenchError, UnknownNameError, did_you_mean
-from metabench.evaluate import evaluate, evaluate_by_instance
+from metabench.evaluate import evaluate, evaluate_components, evaluate_with
 from metabench.registry_loader import get_spec, implementation
 from metabench.reproduction import Reproduction, TaskInfo
 from metabench.spec import Benchmark, Profile, Reported, Spec, minimum_test_episodes
@@ -151,7 +152,8 @@ def resolve_benchmark(
     if chosen is None:
         chosen = min(matching, key=lambda b: (b.ways, b.shots))
     why = "the paper's default" if chosen.default else "the smallest matching setting"
-    return chosen, f"benchmark {chosen.id} ({chosen.ways}-way {chosen.shots}-shot {chosen.dataset}; {why})"
+    setting = f"{chosen.ways}-way {chosen.shots}-shot" if chosen.shots else f"supervised, {chosen.ways} classes"
+    return chosen, f"benchmark {chosen.id} ({setting} {chosen.dataset}; {why})"
 
 
 class _Banks:
@@ -219,7 +221,7 @@ def _progress(console: Console, enabled: bool) -> Progress:
 
 def _log_line(bench: Benchmark, profile: Profile, point: dict[str, float]) -> str:
     """One plain line per validation point, for logs where no progress bar is drawn."""
-    unit = "%" if bench.metric == "accuracy" else f" {bench.metric}"
+    unit = "%" if bench.metric in ("accuracy", "error") else f" {bench.metric}"
     key = f"val_{bench.metric}"
     val = f"  val {point[key]:.3f}{unit}" if key in point else ""
     return (
@@ -238,6 +240,40 @@ class _TrainState:
     window_loss: float = 0.0
     window_accuracy: float = 0.0
     window_steps: int = 0
+    best_step: int | None = None
+    best_score: float | None = None
+
+
+class EarlyStopping:
+    """The best validation point of a run and a copy of the weights it had (``early_stopping = true``).
+
+    A point replaces the best only when it is strictly better in the metric's direction, so of equal
+    scores the earliest is kept. The copy lives on the CPU and goes into checkpoints with the run, so a
+    resumed run restores the same weights as an uninterrupted one.
+    """
+
+    def __init__(self, direction: str) -> None:
+        self.direction = direction
+        self.step: int | None = None
+        self.score: float | None = None
+        self.weights: dict[str, Tensor] | None = None
+
+    def consider(self, step: int, score: float, model: torch.nn.Module) -> bool:
+        """Keep ``model``'s weights if ``score`` (at ``step``) beats the best so far; says whether it did."""
+        better = (
+            self.score is None
+            or (self.direction == "lower" and score < self.score)
+            or (self.direction == "higher" and score > self.score)
+        )
+        if better:
+            self.step, self.score = step, score
+            self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return better
+
+    def restore(self, model: torch.nn.Module) -> None:
+        """Load the kept weights into ``model`` (nothing to do before the first validation point)."""
+        if self.weights is not None:
+            model.load_state_dict(self.weights)
 
 
 def _train(
@@ -274,6 +310,7 @@ def _train(
         )
     optimizer, scheduler = _make_optimizer(model, profile)
     state = _TrainState()
+    best = EarlyStopping(bench.direction)
     if ckpt.exists() and request.resume:
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         if saved["fingerprint"] != fingerprint:
@@ -287,6 +324,7 @@ def _train(
         sampler.restore(saved["sampler"])
         torch.set_rng_state(saved["torch_rng"])
         state = _TrainState(**saved["state"])
+        best.step, best.score, best.weights = state.best_step, state.best_score, saved.get("best_model")
         console.print(f"Resuming from step {state.step} of {profile.train_episodes} ({ckpt})")
 
     def snapshot(sampler_state: torch.Tensor, rng_state: torch.Tensor) -> dict[str, Any]:
@@ -300,6 +338,7 @@ def _train(
                 "sampler": sampler_state,
                 "torch_rng": rng_state,
                 "state": dataclasses.asdict(state),
+                "best_model": best.weights,
             }
         )
 
@@ -372,6 +411,8 @@ def _train(
                                 model, validation[0], validation[1], profile.eval_batch, metric=bench.metric
                             ).mean()
                         )
+                        if profile.early_stopping and best.consider(state.step, point[f"val_{bench.metric}"], model):
+                            state.best_step, state.best_score = best.step, best.score
                     state.curve.append(point)
                     if not request.progress:
                         console.print(_log_line(bench, profile, point), highlight=False)
@@ -400,6 +441,12 @@ def _train(
             f"stopped after step {state.step} of {profile.train_episodes} (--stop-after); checkpoint saved to {ckpt}",
             "continue with the same command plus --resume",
         )
+    if profile.early_stopping:
+        best.restore(model)
+        console.print(
+            f"Early stopping: testing the weights of step {best.step} "
+            f"(validation {bench.metric} {best.score:.4g}), not of the last step {state.step}"
+        )
     return state
 
 
@@ -416,6 +463,16 @@ def _scored(scores: Tensor, summary: Interval, reported: Reported | None, judgem
             "band": judgement.band,
             "rule": judgement.rule,
         },
+    }
+
+
+def _summarised(scores: Tensor) -> dict[str, Any]:
+    """Per-episode scores and their summary, without a verdict: a claim's competitor, or a metric reported
+    beside the benchmark's own (``also``)."""
+    summary = mean_interval(scores)
+    return {
+        "scores": [round(float(s), 4) for s in scores],
+        "summary": {"mean": summary.mean, "ci95": summary.half_width, "std": summary.std, "n": summary.n},
     }
 
 
@@ -498,13 +555,16 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         task_id = bar.add_task(f"{bench.id} test", total=frozen.count, status=f"{frozen.count} frozen episodes")
         try:
             advance = lambda n: bar.advance(task_id, n)  # noqa: E731
+            also: dict[str, Tensor] = {}
             if bench.is_vector:
                 instances = tuple(c.instance for c in bench.components)
-                scores, by_instance = evaluate_by_instance(
-                    model, frozen, test_bank, profile.eval_batch, instances, on_batch=advance
+                scores, by_instance = evaluate_components(
+                    model, frozen, test_bank, profile.eval_batch, bench.metric, instances, on_batch=advance
                 )
             else:
-                scores = evaluate(model, frozen, test_bank, profile.eval_batch, on_batch=advance, metric=bench.metric)
+                scores, also = evaluate_with(
+                    model, frozen, test_bank, profile.eval_batch, bench.metric, bench.also, on_batch=advance
+                )
             competitor_scores: dict[str, Tensor] = {}
             for name in bench.claim.against if bench.claim else ():
                 bar.update(task_id, description=f"{bench.id} test: {name}", completed=0)
@@ -545,14 +605,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     if bench.claim is not None:
         judgement, comparisons = judge_claim(bench.claim, scores, dict(competitor_scores), bench.direction)
         claim = {
-            "competitors": {
-                name: {
-                    key: value
-                    for key, value in _scored(values, mean_interval(values), None, judgement).items()
-                    if key in ("scores", "summary")
-                }
-                for name, values in competitor_scores.items()
-            },
+            "competitors": {name: _summarised(values) for name, values in competitor_scores.items()},
             "claim": {
                 **dataclasses.asdict(bench.claim),
                 "verdict": judgement.verdict,
@@ -575,6 +628,9 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     weights = path.with_suffix(".pt")
     # Figures a reproduction draws of its own predictions (the sinusoid fits), beside the result.
     figures = [f.name for f in model.figures(next(iter(frozen.batches(test_bank, profile.eval_batch))), path)]
+    learned = model.learned()
+    if learned:
+        console.print(f"Learned: {json.dumps(learned)}", highlight=False)
     atomic_torch_save(
         {
             "paper": spec.key,
@@ -625,13 +681,27 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
             "eval_episodes_per_second": frozen.count / max(eval_seconds, 1e-9),
         },
         **({"components": components} if components else {}),
+        # Metrics scored beside the benchmark's own from the same predictions (the MSE of a CNP's mean).
+        **({"also": {name: _summarised(values) for name, values in also.items()}} if also else {}),
         **claim,
+        **(
+            {
+                "early_stopping": {
+                    "kept_step": state.best_step,
+                    f"val_{bench.metric}": state.best_score,
+                    "last_step": state.step,
+                }
+            }
+            if profile.early_stopping
+            else {}
+        ),
         "environment": provenance.machine(device),
         "git": git,
         "command": request.command,
         "created": created,
         "weights": weights.name,
         "figures": figures,
+        **({"learned": learned} if learned else {}),
     }
     results.write_atomic(result, path)
     ckpt.unlink(missing_ok=True)

@@ -24,16 +24,22 @@ PROFILE_NAMES = ("smoke", "quick", "paper")
 PlusMinusKind = Literal["ci95", "std-runs", "unknown", "none"]
 Confidence = Literal["HIGH", "MED"]
 Direction = Literal["higher", "lower"]
-Metric = Literal["accuracy", "mse", "accuracy-by-instance", "loss"]
+#: accuracy and error (100 - accuracy) in %, per episode or per test example; mse and loss for regression
+Metric = Literal[
+    "accuracy", "mse", "accuracy-by-instance", "loss", "log-likelihood", "log-likelihood-by-context", "error"
+]
 #: how the runner's learning rate moves: multiplied by lr_decay_factor every lr_decay_every steps, or
 #: annealed linearly from lr to 0 over the run (Reptile's meta step size)
 LrSchedule = Literal["step", "linear"]
 MIN_TEST_EPISODES = 600
 METRICS: tuple[str, ...] = get_args(Metric)
-VECTOR_METRICS = ("accuracy-by-instance",)
+VECTOR_METRICS = ("accuracy-by-instance", "log-likelihood-by-context")
 #: metrics whose chance level is 100 / ways; every other metric states the score of a trivial predictor
-CLASSIFICATION_METRICS = ("accuracy", "accuracy-by-instance")
+CLASSIFICATION_METRICS = ("accuracy", "accuracy-by-instance", "error")
 ClaimConfidence = Literal["HIGH", "MED", "UNVERIFIED"]
+#: metrics a benchmark may report beside its own (``also``), computed from the same predictions: the MSE
+#: of a Gaussian prediction is the MSE of its mean
+ALSO_METRICS: dict[str, tuple[str, ...]] = {"log-likelihood": ("mse",)}
 
 
 @dataclass(frozen=True)
@@ -73,12 +79,26 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
+def component_name(metric: str, k: int) -> str:
+    """A vector benchmark's ``k``-th listed component: the ``k``-th presentation of a class ("2nd") for
+    accuracy by instance, ``k`` context points ("100 context") for log-likelihood by context."""
+    return f"{k} context" if metric == "log-likelihood-by-context" else ordinal(k)
+
+
+def component_label(name: str) -> str:
+    """How tables and messages name a component: MANN's "2nd" is the "2nd instance"; a count of context
+    points ("100 context") is shown as it is."""
+    return name if name.endswith("context") else f"{name} instance"
+
+
 @dataclass(frozen=True)
 class Component:
     """One element of a vector-valued benchmark, judged on its own like a scalar benchmark.
 
     For ``accuracy-by-instance`` (MANN's Table 1) a component is the accuracy at the ``instance``-th
     presentation of a class within an episode; ``name`` is how tables and results label it ("2nd").
+    For ``log-likelihood-by-context`` (CNP image completion) it is the log-likelihood of the targets
+    given the first ``instance`` context points of each task ("100 context").
     """
 
     name: str
@@ -132,6 +152,8 @@ class Profile:
     steps_per_batch: int = 1
     #: rescale the meta-gradient to at most this norm before each step (Ravi & Larochelle clip at 0.25)
     clip_grad_norm: float | None = None
+    #: keep the weights of the best validation point and restore them before testing (needs val_part)
+    early_stopping: bool = False
     model: dict[str, Any] = field(default_factory=dict)
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -164,13 +186,16 @@ class Benchmark:
     variant: str = ""
     components: tuple[Component, ...] = ()
     claim: Claim | None = None
+    also: tuple[str, ...] = ()
 
     @property
     def chance(self) -> float:
-        """Accuracy (%) of guessing uniformly among the ways; for a regression metric, the spec's ``chance``
-        (the score of a trivial predictor, e.g. the MSE of always predicting 0)."""
+        """Accuracy (%) of guessing uniformly among the ways (error: 100 minus that); for a regression
+        metric, the spec's ``chance`` (the score of a trivial predictor, e.g. the MSE of always predicting 0)."""
         if self.baseline is not None:
             return self.baseline
+        if self.metric == "error":
+            return 100.0 - 100.0 / self.ways
         return 100.0 / self.ways
 
     def better_than(self, score: float, reference: float, margin: float) -> bool:
@@ -274,6 +299,12 @@ class _Table:
             raise self._fail(key, f"must be a positive integer, found {value}")
         return value
 
+    def count(self, key: str, default: Any = ...) -> Any:
+        value = self.get(key, int, default)
+        if value is not default and value is not None and value < 0:
+            raise self._fail(key, f"must be a non-negative integer, found {value}")
+        return value
+
     def sub(self, key: str) -> _Table:
         return _Table(self.get(key, dict, {}), f"{self.where}.{key}")
 
@@ -332,7 +363,7 @@ def _parse_reported(table: _Table, value: float | None = None) -> Reported:
     return reported
 
 
-def _parse_components(table: _Table, instances: list[int]) -> tuple[Component, ...]:
+def _parse_components(table: _Table, instances: list[int], metric: str) -> tuple[Component, ...]:
     """A vector benchmark's ``reported`` table: ``values`` (one per instance) instead of ``value``."""
     values = table.get("values", list)
     if len(values) != len(instances) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
@@ -342,7 +373,7 @@ def _parse_components(table: _Table, instances: list[int]) -> tuple[Component, .
         raise table._fail("value", "a vector benchmark states `values`, one per instance, not one `value`")
     shared = {key: value for key, value in table.data.items() if key != "values"}
     return tuple(
-        Component(ordinal(k), k, _parse_reported(_Table(shared, table.where), float(v)))
+        Component(component_name(metric, k), k, _parse_reported(_Table(shared, table.where), float(v)))
         for k, v in zip(instances, values, strict=True)
     )
 
@@ -399,7 +430,7 @@ def _parse_profile(name: str, table: _Table, reported: Reported | None, componen
         train_part=table.get("train_part", str),
         val_part=table.get("val_part", str, None),
         train_ways=table.positive("train_ways"),
-        train_shots=table.positive("train_shots"),
+        train_shots=table.count("train_shots"),
         train_queries=table.positive("train_queries"),
         meta_batch=table.positive("meta_batch"),
         train_episodes=table.positive("train_episodes"),
@@ -418,9 +449,12 @@ def _parse_profile(name: str, table: _Table, reported: Reported | None, componen
         lr_schedule=table.choice("lr_schedule", get_args(LrSchedule), "step"),
         steps_per_batch=table.positive("steps_per_batch", 1),
         clip_grad_norm=table.get("clip_grad_norm", float, None),
+        early_stopping=table.get("early_stopping", bool, False),
         model=dict(model),
     )
     table.reject_unread()
+    if profile.early_stopping and not profile.val_part:
+        raise table._fail("early_stopping", "needs a val_part to choose the best model on")
     if profile.clip_grad_norm is not None and profile.clip_grad_norm <= 0:
         raise table._fail("clip_grad_norm", f"must be positive, found {profile.clip_grad_norm}")
     for key in ("train_episodes", "checkpoint_every"):
@@ -454,7 +488,7 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
     if metric in VECTOR_METRICS:
         if not instances or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in instances):
             raise table._fail("instances", f"missing: metric {metric!r} lists the instances it reports, e.g. [1, 2, 5]")
-        if not table.get("sequence", bool, False):
+        if metric == "accuracy-by-instance" and not table.get("sequence", bool, False):
             raise table._fail("sequence", f"metric {metric!r} needs sequence episodes: set sequence = true")
     elif instances:
         raise table._fail("instances", f"only vector metrics ({', '.join(VECTOR_METRICS)}) list instances")
@@ -465,12 +499,12 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
     reported: Reported | None = None
     components: tuple[Component, ...] = ()
     if reported_table and metric in VECTOR_METRICS:
-        components = _parse_components(_Table(reported_table, f"{table.where}.reported"), instances)
+        components = _parse_components(_Table(reported_table, f"{table.where}.reported"), instances, metric)
         reported = None
     elif reported_table:
         reported = _parse_reported(_Table(reported_table, f"{table.where}.reported"))
     if metric in VECTOR_METRICS and not components:
-        components = tuple(Component(ordinal(k), k, None) for k in instances)
+        components = tuple(Component(component_name(metric, k), k, None) for k in instances)
     first_reported = reported or (components[0].reported if components else None)
     profile_tables = table.get("profiles", dict, {})
     unknown = set(profile_tables) - set(PROFILE_NAMES)
@@ -490,7 +524,7 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         split=table.get("split", str),
         image_size=table.positive("image_size"),
         ways=table.positive("ways"),
-        shots=table.positive("shots"),
+        shots=table.count("shots"),
         queries=table.positive("queries"),
         metric=metric,
         direction=table.choice("direction", get_args(Direction)),
@@ -506,17 +540,32 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         variant=table.get("variant", str, ""),
         components=components,
         claim=claim,
+        also=tuple(table.get("also", list, [])),
     )
     table.reject_unread()
+    allowed = ALSO_METRICS.get(bench.metric, ())
+    for other in bench.also:
+        if other not in allowed:
+            raise table._fail(
+                "also",
+                f"{other!r} cannot be scored from {bench.metric!r} predictions"
+                + (f" (possible: {', '.join(allowed)})" if allowed else " (this metric reports nothing beside it)"),
+            )
     if bench.sequence and bench.is_vector and max(instances) > bench.shots + bench.queries:
         raise table._fail(
             "instances", f"instance {max(instances)} never occurs: a class appears shots + queries times per episode"
+        )
+    if bench.metric == "log-likelihood-by-context" and max(instances) > bench.shots:
+        raise table._fail(
+            "instances", f"{max(instances)} context points cannot be given: a task has only shots = {bench.shots}"
         )
     classification = bench.metric in CLASSIFICATION_METRICS
     if classification and bench.ways < 2:
         raise table._fail("ways", "an episode needs at least 2 ways")
     if classification and bench.baseline is not None:
         raise table._fail("chance", "is 100 / ways for accuracy; state it only for a regression metric")
+    if bench.metric == "error" and bench.direction != "lower":
+        raise table._fail("direction", 'an error is better when lower: set direction = "lower"')
     if not classification and bench.baseline is None:
         raise table._fail("chance", f"missing: a {bench.metric} benchmark states the score of a trivial predictor")
     return bench

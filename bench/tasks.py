@@ -10,6 +10,8 @@ their own sampler and frozen tasks. A new kind of source implements the :class:`
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -50,3 +52,15 @@ class TaskSource(Protocol):
     def check_shape(self, shape: EpisodeShape) -> None: ...
     def sampler(self, shape: EpisodeShape, seed: int) -> Sampler: ...
     def freeze(self, shape: EpisodeShape, count: int, seed: int, key: dict[str, object]) -> Frozen: ...
+
+
+def task_digest(key: dict[str, object], *draws: Tensor) -> str:
+    """sha256 of a frozen set's key and the random draws its tasks are built from (on the CPU, in order).
+
+    The draws (uniforms, normals, indices), not values computed from them, are what a digest covers, so
+    that a library computing a sine or a Cholesky factor differently in the last bit changes no digest.
+    """
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
+    for draw in draws:
+        digest.update(draw.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

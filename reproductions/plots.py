@@ -1,7 +1,9 @@
-"""Figures of a regression meta-learner's fits: what MAML's Figure 2 shows for the sinusoid tasks."""
+"""Figures of a regression meta-learner's fits: what MAML's Figure 2 shows for the sinusoid tasks, and
+CNP's predicted means and uncertainties (1-D GP functions, MNIST completions)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -53,6 +55,106 @@ def plot_sine_fits(
         axis.scatter(sx[i], sy[i], color="red", zorder=3, label=f"{sx.shape[1]} support points")
         axis.set_xlabel("x")
     axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def plot_gaussian_fits(
+    predict: Callable[[EpisodeBatch], Tensor], batch: EpisodeBatch, path: Path, tasks: int = 4
+) -> Path:
+    """One panel per task of a 1-D regression batch whose targets are a dense grid (the GP test tasks): the
+    true function, the context points, and the predicted mean with a band of two standard deviations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = min(tasks, batch.size)
+    first = replace(
+        batch,
+        support_x=batch.support_x[:count],
+        support_y=batch.support_y[:count],
+        query_x=batch.query_x[:count],
+        query_y=batch.query_y[:count],
+    )
+    predicted = predict(first).cpu().numpy()  # [count, targets, 1, 2]
+    mean, std = predicted[:, :, 0, 0], predicted[:, :, 0, 1]
+    x, y = first.query_x[:, :, 0].cpu().numpy(), first.query_y[:, :, 0].cpu().numpy()
+    cx, cy = first.support_x[:, :, 0].cpu().numpy(), first.support_y[:, :, 0].cpu().numpy()
+    figure, axes = plt.subplots(1, count, figsize=(4 * count, 3.2), squeeze=False)
+    for i, axis in enumerate(axes[0]):
+        order = x[i].argsort()
+        xs = x[i][order]
+        axis.plot(xs, y[i][order], color="black", linewidth=1, label="true function")
+        axis.plot(xs, mean[i][order], color="tab:blue", label="predicted mean")
+        low, high = mean[i][order] - 2 * std[i][order], mean[i][order] + 2 * std[i][order]
+        axis.fill_between(xs, low, high, color="tab:blue", alpha=0.2, label="mean ± 2 std")
+        axis.scatter(cx[i], cy[i], color="red", zorder=3, label=f"{cx.shape[1]} context points")
+        axis.set_xlabel("x")
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def plot_completions(
+    predict: Callable[[EpisodeBatch], Tensor],
+    batch: EpisodeBatch,
+    path: Path,
+    counts: tuple[int, ...] = (10, 100, 300, 784),
+    tasks: int = 3,
+) -> Path:
+    """Image completion: for the first images of a batch whose targets are every pixel (coordinates in
+    [-1, 1]), one row per number of context pixels: the context shown on blue, the predicted mean and the
+    predicted standard deviation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = min(tasks, batch.size)
+    coordinates = batch.query_x[:count].cpu()
+    side = round(coordinates.shape[1] ** 0.5)
+    cells = ((coordinates + 1) / 2 * (side - 1)).round().long()
+    flat = cells[..., 0] * side + cells[..., 1]  # raster index of each target
+
+    def image(values: Tensor, at: Tensor) -> Tensor:
+        canvas = torch.full((side * side,), float("nan"))
+        canvas[at] = values.float()
+        return canvas.view(side, side)
+
+    shown = [k for k in counts if k <= batch.support_x.shape[1]]
+    figure, axes = plt.subplots(len(shown), 3 * count, figsize=(1.3 * 3 * count, 1.4 * len(shown)), squeeze=False)
+    for row, k in enumerate(shown):
+        fewer = replace(
+            batch,
+            support_x=batch.support_x[:count, :k],
+            support_y=batch.support_y[:count, :k],
+            query_x=batch.query_x[:count],
+            query_y=batch.query_y[:count],
+            shots=k,
+        )
+        predicted = predict(fewer).cpu()[:, :, 0]  # [count, targets, 2]
+        context_cells = ((fewer.support_x.cpu() + 1) / 2 * (side - 1)).round().long()
+        context_flat = context_cells[..., 0] * side + context_cells[..., 1]
+        for task in range(count):
+            panels = [
+                (image(fewer.support_y[task, :, 0].cpu(), context_flat[task]), f"{k} context", 0.0, 1.0),
+                (image(predicted[task, :, 0], flat[task]), "mean", 0.0, 1.0),
+                (image(predicted[task, :, 1], flat[task]), "std", 0.0, None),
+            ]
+            for j, (picture, title, low, high) in enumerate(panels):
+                axis = axes[row][3 * task + j]
+                colours = plt.get_cmap("gray").with_extremes(bad="tab:blue")
+                axis.imshow(picture.numpy(), cmap=colours, vmin=low, vmax=high)
+                axis.set_xticks([])
+                axis.set_yticks([])
+                axis.set_title(title, fontsize=7)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)

@@ -73,7 +73,8 @@ def test_smoke_run_completes_validates_and_learns(
     trained_scores = evaluate(trained, frozen, test_bank, smoke.eval_batch, metric=bench.metric)
     untrained_scores = evaluate(untrained, frozen, test_bank, smoke.eval_batch, metric=bench.metric)
     assert torch.allclose(trained_scores, torch.tensor(stored["scores"], dtype=torch.float64), atol=1e-3)
-    # 2 points of accuracy; for an error metric, a tenth of the untrained model's error
-    margin = 2.0 if bench.metric == "accuracy" else 0.1 * float(untrained_scores.mean())
+    # 2 points of accuracy; otherwise a tenth of the untrained model's score's size (an error, or a
+    # log-likelihood, which is negative: the margin must stay positive so that getting worse fails)
+    margin = 2.0 if bench.metric == "accuracy" else 0.1 * abs(float(untrained_scores.mean()))
     improved = bench.better_than(float(trained_scores.mean()), float(untrained_scores.mean()), margin)
     assert improved, "training improved on the initial model"
