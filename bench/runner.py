@@ -6,6 +6,10 @@ with the profile's optimiser and schedule (progress bar, periodic validation, ch
 on the benchmark's frozen test episodes, judges the result against the paper and writes the result
 JSON atomically. Ctrl-C, ``--stop-after`` or a crash leave a checkpoint that ``--resume`` continues
 from exactly where it stopped; a result file exists only for a finished run.
+
+A profile's ``steps_per_batch`` takes several optimiser steps on each sampled batch (a learned
+optimizer's truncated-backpropagation segments, the reproduction carrying its optimizee between them);
+checkpoints then fall on batch boundaries and a batch interrupted midway is redone from its start.
 """
 
 from __future__ import annotations
