@@ -121,6 +121,8 @@ def _protocol_text(bench: Any) -> str:
             f"{bench.dataset}/{bench.split} {bench.ways}-class sequences of "
             f"{bench.ways * (bench.shots + bench.queries)} steps"
         )
+    if bench.shots == 0:
+        return f"{bench.dataset}/{bench.split} supervised, {bench.ways} classes"
     return f"{bench.dataset}/{bench.split} {bench.ways}-way {bench.shots}-shot, {bench.queries} queries"
 
 
@@ -166,8 +168,12 @@ def show(paper: Annotated[str, typer.Argument(help="Paper key, e.g. protonet (se
         out.rule(f"{bench.id}{'  (default)' if bench.default else ''}")
         out.print(
             f"{bench.dataset}, split {bench.split!r}, test part {bench.test_part!r}, {bench.image_size}px; "
-            f"{bench.ways}-way {bench.shots}-shot, {bench.queries} queries per class; "
-            f"{'sequence episodes; ' if bench.sequence else ''}"
+            + (
+                f"supervised ({bench.ways} classes, no support set), {bench.queries} test example(s) per task; "
+                if bench.shots == 0
+                else f"{bench.ways}-way {bench.shots}-shot, {bench.queries} queries per class; "
+            )
+            + f"{'sequence episodes; ' if bench.sequence else ''}"
             f"{'transductive' if bench.transductive else 'not transductive'}; test seed {bench.test_seed}"
         )
         if bench.variant:

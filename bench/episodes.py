@@ -162,6 +162,10 @@ class ClassBank:
                 f"keep shots + queries at most {self.examples_per_class}",
             )
 
+    def draw(self, shape: EpisodeShape, count: int, generator: torch.Generator) -> EpisodeIndex:
+        """``count`` episodes' indices: any ``ways`` distinct classes of the bank (see :func:`sample_index`)."""
+        return sample_index(self.num_classes, self.examples_per_class, shape, count, generator)
+
     def gather(self, index: EpisodeIndex, shape: EpisodeShape) -> EpisodeBatch:
         """Images (float in [0, 1], with a channel axis) and remapped labels of the indexed episodes."""
         index = index.to(self.device)
@@ -259,8 +263,7 @@ class EpisodeSampler(SeededSampler):
         self.shape = shape
 
     def sample(self, count: int) -> EpisodeBatch:
-        index = sample_index(self.bank.num_classes, self.bank.examples_per_class, self.shape, count, self.generator)
-        return self.bank.gather(index, self.shape)
+        return self.bank.gather(self.bank.draw(self.shape, count, self.generator), self.shape)
 
 
 @dataclass(frozen=True)
@@ -286,11 +289,13 @@ def freeze(bank: ClassBank, shape: EpisodeShape, count: int, seed: int, key: dic
 
     Indices are drawn on the CPU whatever the bank's device, because CUDA and CPU generators give
     different streams for the same seed; the digest covers the key, the bank's contents and the indices.
+    The bank draws them (:meth:`ClassBank.draw`), so a bank with its own rule (classes of one group)
+    freezes the same way.
     """
     bank.check_shape(shape)
     generator = torch.Generator(device="cpu")
     generator.manual_seed(seed)
-    index = sample_index(bank.num_classes, bank.examples_per_class, shape, count, generator)
+    index = bank.draw(shape, count, generator)
     full_key = {**key, "ways": shape.ways, "shots": shape.shots, "queries": shape.queries, "seed": seed, "count": count}
     if shape.sequence:
         full_key["sequence"] = True
@@ -305,5 +310,58 @@ def freeze(bank: ClassBank, shape: EpisodeShape, count: int, seed: int, key: dic
 
 
 def bank_digest(bank: ClassBank) -> str:
-    """sha256 of a bank's pixels: the same images in the same order give the same digest."""
-    return hashlib.sha256(bank.images.cpu().contiguous().numpy().tobytes()).hexdigest()
+    """sha256 of a bank's pixels: the same images in the same order give the same digest (a grouped
+    bank's groups are covered too, so two groupings of the same images never share a digest)."""
+    digest = hashlib.sha256(bank.images.cpu().contiguous().numpy().tobytes())
+    if isinstance(bank, GroupedClassBank):
+        digest.update(bank.groups.cpu().to(torch.int64).numpy().tobytes())
+    return digest.hexdigest()
+
+
+class GroupedClassBank(ClassBank):
+    """A class bank whose episodes draw all their classes from one group: one Omniglot alphabet per task
+    (Flennerhag et al.'s protocol), rather than characters from anywhere.
+
+    ``groups [classes]`` names each class's group. An episode first picks a group uniformly among those
+    with at least ``ways`` classes, then ``ways`` distinct classes of it and distinct examples of each,
+    all with the same generator, so training samplers checkpoint and test episodes freeze and digest
+    exactly as for a plain bank.
+    """
+
+    def __init__(self, images: Tensor, groups: Tensor, name: str = "") -> None:
+        super().__init__(images, name)
+        if groups.shape != (images.shape[0],):
+            raise ValueError(f"one group per class expected: {images.shape[0]} classes, groups {tuple(groups.shape)}")
+        self.groups = groups.to(torch.long)
+
+    def to(self, device: torch.device | str) -> GroupedClassBank:
+        return GroupedClassBank(self.images.to(device), self.groups.to(device), self.name)
+
+    def group_sizes(self) -> Tensor:
+        return torch.bincount(self.groups.cpu())
+
+    def check_shape(self, shape: EpisodeShape) -> None:
+        super().check_shape(shape)
+        largest = int(self.group_sizes().max())
+        if shape.ways > largest:
+            raise MetabenchError(
+                f"impossible episode: {shape.ways} ways but no group of the {self.name} part has more than "
+                f"{largest} classes",
+                f"use --ways {largest} or fewer",
+            )
+
+    def draw(self, shape: EpisodeShape, count: int, generator: torch.Generator) -> EpisodeIndex:
+        device = generator.device
+        sizes = self.group_sizes()
+        eligible = (sizes >= shape.ways).nonzero().flatten().to(device)
+        chosen = eligible[torch.randint(len(eligible), (count,), generator=generator, device=device)]
+        keys = torch.rand(count, self.num_classes, generator=generator, device=device)
+        # Classes outside the episode's group sort after every class in it (keys of the group are < 1).
+        keys = keys + (self.groups.to(device).unsqueeze(0) != chosen.unsqueeze(1)).to(keys.dtype) * 2.0
+        classes = keys.argsort(dim=1)[:, : shape.ways]
+        example_keys = torch.rand(count, shape.ways, self.examples_per_class, generator=generator, device=device)
+        examples = example_keys.argsort(dim=2)[:, :, : shape.per_class]
+        order = None
+        if shape.sequence:
+            order = torch.rand(count, shape.length, generator=generator, device=device).argsort(dim=1)
+        return EpisodeIndex(classes, examples, order)

@@ -1,5 +1,5 @@
-"""Scoring a model on frozen episodes: accuracy per episode in percent, mean squared error or Gaussian
-log-likelihood per task.
+"""Scoring a model on frozen episodes: accuracy or error per episode in percent, mean squared error or
+Gaussian log-likelihood per task.
 
 For set episodes a model predicts the queries; for sequence episodes (see ``episodes.as_sequence``) it
 predicts every step of the sequence, and :func:`evaluate_by_instance` also scores each episode at the
@@ -74,8 +74,9 @@ def point_predictions(predictions: Tensor, metric: str) -> Tensor:
 
 
 def score(predictions: Tensor, targets: Tensor, metric: str) -> Tensor:
-    """Per-episode scores of ``[B, queries, ...]`` predictions: accuracy (%) of the argmax, the MSE, or the
-    Gaussian log-likelihood of ``[B, queries, ..., 2]`` (mean, std) predictions.
+    """Per-episode scores of ``[B, queries, ...]`` predictions: accuracy (%) of the argmax, its error
+    (100 - accuracy, what supervised papers report; for one-example tasks 0 or 100 per example), the MSE,
+    or the Gaussian log-likelihood of ``[B, queries, ..., 2]`` (mean, std) predictions.
 
     For ``loss`` the prediction already is the task's score (an optimizee's loss after its horizon,
     say), ``[B]`` or ``[B, ...]`` averaged over the trailing dimensions; the targets are not used.
@@ -87,6 +88,8 @@ def score(predictions: Tensor, targets: Tensor, metric: str) -> Tensor:
         return values.flatten(1).mean(1) if values.dim() > 1 else values
     if metric == "mse":
         return (predictions.to(torch.float64) - targets.to(torch.float64)).pow(2).flatten(1).mean(1)
+    if metric == "error":
+        return (predictions.argmax(-1) != targets).to(torch.float64).mean(1).mul(100.0)
     return (predictions.argmax(-1) == targets).to(torch.float64).mean(1).mul(100.0)
 
 
@@ -154,8 +157,8 @@ def evaluate(
     metric: str = "accuracy",
     competitor: str | None = None,
 ) -> Tensor:
-    """The metric (accuracy in %, MSE, log-likelihood) on each frozen episode, in episode order, as float64
-    on the CPU.
+    """The metric (accuracy or error in %, MSE, log-likelihood) on each frozen episode, in episode order, as
+    float64 on the CPU.
 
     For sequence episodes the accuracy is over every step of the sequence; for log-likelihood by context,
     it is the log-likelihood given every context point of the task (all ``shots`` of them).

@@ -111,6 +111,12 @@ class Reproduction(nn.Module):
         """
         return []
 
+    def learned(self) -> dict[str, Any]:
+        """Optional: what the trained model learned that a reader should see (e.g. the per-layer shrinkage
+        variances of Chen et al.), JSON-ready. The runner prints it and stores it in the result under
+        ``learned``; the default has nothing to say."""
+        return {}
+
     @property
     def embeds_independently(self) -> bool:
         return type(self).embed is not Reproduction.embed

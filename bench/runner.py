@@ -1,7 +1,8 @@
 """The one training and evaluation loop every reproduction runs through.
 
 ``run`` resolves a benchmark and profile, puts the split's class banks on the device, meta-trains
-with the profile's optimiser and schedule (progress bar, periodic validation, checkpoints), evaluates
+with the profile's optimiser and schedule (progress bar, periodic validation, checkpoints; with
+``early_stopping`` the weights of the best validation point are the ones tested), evaluates
 on the benchmark's frozen test episodes, judges the result against the paper and writes the result
 JSON atomically. Ctrl-C, ``--stop-after`` or a crash leave a checkpoint that ``--resume`` continues
 from exactly where it stopped; a result file exists only for a finished run.
@@ -9,6 +10,7 @@ from exactly where it stopped; a result file exists only for a finished run.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -146,7 +148,8 @@ def resolve_benchmark(
     if chosen is None:
         chosen = min(matching, key=lambda b: (b.ways, b.shots))
     why = "the paper's default" if chosen.default else "the smallest matching setting"
-    return chosen, f"benchmark {chosen.id} ({chosen.ways}-way {chosen.shots}-shot {chosen.dataset}; {why})"
+    setting = f"{chosen.ways}-way {chosen.shots}-shot" if chosen.shots else f"supervised, {chosen.ways} classes"
+    return chosen, f"benchmark {chosen.id} ({setting} {chosen.dataset}; {why})"
 
 
 class _Banks:
@@ -214,7 +217,7 @@ def _progress(console: Console, enabled: bool) -> Progress:
 
 def _log_line(bench: Benchmark, profile: Profile, point: dict[str, float]) -> str:
     """One plain line per validation point, for logs where no progress bar is drawn."""
-    unit = "%" if bench.metric == "accuracy" else f" {bench.metric}"
+    unit = "%" if bench.metric in ("accuracy", "error") else f" {bench.metric}"
     key = f"val_{bench.metric}"
     val = f"  val {point[key]:.3f}{unit}" if key in point else ""
     return (
@@ -233,6 +236,40 @@ class _TrainState:
     window_loss: float = 0.0
     window_accuracy: float = 0.0
     window_steps: int = 0
+    best_step: int | None = None
+    best_score: float | None = None
+
+
+class EarlyStopping:
+    """The best validation point of a run and a copy of the weights it had (``early_stopping = true``).
+
+    A point replaces the best only when it is strictly better in the metric's direction, so of equal
+    scores the earliest is kept. The copy lives on the CPU and goes into checkpoints with the run, so a
+    resumed run restores the same weights as an uninterrupted one.
+    """
+
+    def __init__(self, direction: str) -> None:
+        self.direction = direction
+        self.step: int | None = None
+        self.score: float | None = None
+        self.weights: dict[str, Tensor] | None = None
+
+    def consider(self, step: int, score: float, model: torch.nn.Module) -> bool:
+        """Keep ``model``'s weights if ``score`` (at ``step``) beats the best so far; says whether it did."""
+        better = (
+            self.score is None
+            or (self.direction == "lower" and score < self.score)
+            or (self.direction == "higher" and score > self.score)
+        )
+        if better:
+            self.step, self.score = step, score
+            self.weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        return better
+
+    def restore(self, model: torch.nn.Module) -> None:
+        """Load the kept weights into ``model`` (nothing to do before the first validation point)."""
+        if self.weights is not None:
+            model.load_state_dict(self.weights)
 
 
 def _train(
@@ -269,6 +306,7 @@ def _train(
         )
     optimizer, scheduler = _make_optimizer(model, profile)
     state = _TrainState()
+    best = EarlyStopping(bench.direction)
     if ckpt.exists() and request.resume:
         saved = torch.load(ckpt, map_location="cpu", weights_only=False)
         if saved["fingerprint"] != fingerprint:
@@ -282,10 +320,12 @@ def _train(
         sampler.restore(saved["sampler"])
         torch.set_rng_state(saved["torch_rng"])
         state = _TrainState(**saved["state"])
+        best.step, best.score, best.weights = state.best_step, state.best_score, saved.get("best_model")
         console.print(f"Resuming from step {state.step} of {profile.train_episodes} ({ckpt})")
 
-    def save(sampler_state: torch.Tensor, rng_state: torch.Tensor) -> None:
-        atomic_torch_save(
+    def snapshot(sampler_state: torch.Tensor, rng_state: torch.Tensor) -> dict[str, Any]:
+        """Everything a checkpoint holds, copied, so that a later step cannot change it."""
+        return copy.deepcopy(
             {
                 "fingerprint": fingerprint,
                 "model": model.state_dict(),
@@ -294,25 +334,35 @@ def _train(
                 "sampler": sampler_state,
                 "torch_rng": rng_state,
                 "state": dataclasses.asdict(state),
-            },
-            ckpt,
+                "best_model": best.weights,
+            }
         )
 
+    def save(sampler_state: torch.Tensor, rng_state: torch.Tensor) -> None:
+        atomic_torch_save(snapshot(sampler_state, rng_state), ckpt)
+
     model.train()
+    per_batch = profile.steps_per_batch
     stop_at = (
         profile.train_episodes
         if request.stop_after is None
-        else min(profile.train_episodes, state.step + request.stop_after)
+        else min(profile.train_episodes, state.step + -(-request.stop_after // per_batch) * per_batch)
     )
+    # With several steps per batch, a run stopped mid-batch is saved as it was when the batch began
+    # (the reproduction's optimizee state is not in the checkpoint); the batch is then redone.
+    batch_start: dict[str, Any] | None = None
     with _progress(console, request.progress) as bar:
         task = bar.add_task(f"{bench.id} train", total=profile.train_episodes, completed=state.step, status="")
         started = time.perf_counter()
         step_sampler, step_rng = sampler.state(), torch.get_rng_state()
         try:
             while state.step < stop_at:
-                # An interrupted step is redone from these states, so resuming draws the same batches.
-                step_sampler, step_rng = sampler.state(), torch.get_rng_state()
-                batch = sampler.sample(profile.meta_batch)
+                if state.step % per_batch == 0:
+                    # An interrupted step is redone from these states, so resuming draws the same batches.
+                    step_sampler, step_rng = sampler.state(), torch.get_rng_state()
+                    if per_batch > 1:
+                        batch_start = snapshot(step_sampler, step_rng)
+                    batch = sampler.sample(profile.meta_batch)
                 out = model.meta_loss(batch)
                 if not torch.isfinite(out.loss):
                     raise MetabenchError(
@@ -321,15 +371,20 @@ def _train(
                     )
                 optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
+                if profile.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for p in model.parameters() if p.grad is not None], profile.clip_grad_norm
+                    )
                 optimizer.step()
                 scheduler.step()
                 state.step += 1
                 state.window_loss += float(out.loss.detach())
                 state.window_accuracy += float(out.accuracy)
                 state.window_steps += 1
-                step_sampler, step_rng = sampler.state(), torch.get_rng_state()
+                if state.step % per_batch == 0:
+                    step_sampler, step_rng = sampler.state(), torch.get_rng_state()
                 elapsed = state.seconds + time.perf_counter() - started
-                rate = state.step * profile.meta_batch / max(elapsed, 1e-9)
+                rate = state.step // per_batch * profile.meta_batch / max(elapsed, 1e-9)
                 bar.update(
                     task,
                     completed=state.step,
@@ -341,7 +396,7 @@ def _train(
                 if state.step % profile.val_every == 0 or state.step == profile.train_episodes:
                     point = {
                         "step": state.step,
-                        "episodes": state.step * profile.meta_batch,
+                        "episodes": state.step // per_batch * profile.meta_batch,
                         "seconds": round(elapsed, 3),
                         "train_loss": state.window_loss / state.window_steps,
                         f"train_{bench.metric}": state.window_accuracy / state.window_steps,
@@ -352,6 +407,8 @@ def _train(
                                 model, validation[0], validation[1], profile.eval_batch, metric=bench.metric
                             ).mean()
                         )
+                        if profile.early_stopping and best.consider(state.step, point[f"val_{bench.metric}"], model):
+                            state.best_step, state.best_score = best.step, best.score
                     state.curve.append(point)
                     if not request.progress:
                         console.print(_log_line(bench, profile, point), highlight=False)
@@ -362,7 +419,11 @@ def _train(
                     save(step_sampler, step_rng)
         except BaseException as error:
             state.seconds += time.perf_counter() - started
-            save(step_sampler, step_rng)
+            if batch_start is not None and state.step % per_batch:
+                state.step -= state.step % per_batch
+                atomic_torch_save({**batch_start, "state": {**batch_start["state"], "seconds": state.seconds}}, ckpt)
+            else:
+                save(step_sampler, step_rng)
             if isinstance(error, KeyboardInterrupt):
                 raise InterruptedRun(
                     f"interrupted at step {state.step}; checkpoint saved to {ckpt}",
@@ -375,6 +436,12 @@ def _train(
         raise InterruptedRun(
             f"stopped after step {state.step} of {profile.train_episodes} (--stop-after); checkpoint saved to {ckpt}",
             "continue with the same command plus --resume",
+        )
+    if profile.early_stopping:
+        best.restore(model)
+        console.print(
+            f"Early stopping: testing the weights of step {best.step} "
+            f"(validation {bench.metric} {best.score:.4g}), not of the last step {state.step}"
         )
     return state
 
@@ -420,6 +487,12 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     profile = bench.profile(request.profile)
     overrides: dict[str, Any] = {}
     if request.train_episodes is not None:
+        if request.train_episodes % profile.steps_per_batch:
+            raise MetabenchError(
+                f"--train-episodes {request.train_episodes} is not a multiple of the profile's steps_per_batch "
+                f"({profile.steps_per_batch})",
+                "training ends on a batch boundary; round it to a multiple",
+            )
         overrides["train_episodes"] = request.train_episodes
     if request.test_episodes is not None:
         first_reported = bench.reported or next((c.reported for c in bench.components if c.reported), None)
@@ -551,6 +624,9 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     weights = path.with_suffix(".pt")
     # Figures a reproduction draws of its own predictions (the sinusoid fits), beside the result.
     figures = [f.name for f in model.figures(next(iter(frozen.batches(test_bank, profile.eval_batch))), path)]
+    learned = model.learned()
+    if learned:
+        console.print(f"Learned: {json.dumps(learned)}", highlight=False)
     atomic_torch_save(
         {
             "paper": spec.key,
@@ -595,19 +671,33 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
             "eval_seconds": round(eval_seconds, 3),
             "wall_seconds": round(time.perf_counter() - wall_started, 3),
             "train_steps": state.step,
-            "train_episodes_per_second": state.step * profile.meta_batch / max(state.seconds, 1e-9),
+            "train_episodes_per_second": (state.step // profile.steps_per_batch)
+            * profile.meta_batch
+            / max(state.seconds, 1e-9),
             "eval_episodes_per_second": frozen.count / max(eval_seconds, 1e-9),
         },
         **({"components": components} if components else {}),
         # Metrics scored beside the benchmark's own from the same predictions (the MSE of a CNP's mean).
         **({"also": {name: _summarised(values) for name, values in also.items()}} if also else {}),
         **claim,
+        **(
+            {
+                "early_stopping": {
+                    "kept_step": state.best_step,
+                    f"val_{bench.metric}": state.best_score,
+                    "last_step": state.step,
+                }
+            }
+            if profile.early_stopping
+            else {}
+        ),
         "environment": provenance.machine(device),
         "git": git,
         "command": request.command,
         "created": created,
         "weights": weights.name,
         "figures": figures,
+        **({"learned": learned} if learned else {}),
     }
     results.write_atomic(result, path)
     ckpt.unlink(missing_ok=True)

@@ -24,7 +24,10 @@ PROFILE_NAMES = ("smoke", "quick", "paper")
 PlusMinusKind = Literal["ci95", "std-runs", "unknown", "none"]
 Confidence = Literal["HIGH", "MED"]
 Direction = Literal["higher", "lower"]
-Metric = Literal["accuracy", "mse", "accuracy-by-instance", "loss", "log-likelihood", "log-likelihood-by-context"]
+#: accuracy and error (100 - accuracy) in %, per episode or per test example; mse and loss for regression
+Metric = Literal[
+    "accuracy", "mse", "accuracy-by-instance", "loss", "log-likelihood", "log-likelihood-by-context", "error"
+]
 #: how the runner's learning rate moves: multiplied by lr_decay_factor every lr_decay_every steps, or
 #: annealed linearly from lr to 0 over the run (Reptile's meta step size)
 LrSchedule = Literal["step", "linear"]
@@ -32,7 +35,7 @@ MIN_TEST_EPISODES = 600
 METRICS: tuple[str, ...] = get_args(Metric)
 VECTOR_METRICS = ("accuracy-by-instance", "log-likelihood-by-context")
 #: metrics whose chance level is 100 / ways; every other metric states the score of a trivial predictor
-CLASSIFICATION_METRICS = ("accuracy", "accuracy-by-instance")
+CLASSIFICATION_METRICS = ("accuracy", "accuracy-by-instance", "error")
 ClaimConfidence = Literal["HIGH", "MED", "UNVERIFIED"]
 #: metrics a benchmark may report beside its own (``also``), computed from the same predictions: the MSE
 #: of a Gaussian prediction is the MSE of its mean
@@ -143,6 +146,14 @@ class Profile:
     floor_note: str = ""
     min_above_chance: float | None = None
     lr_schedule: LrSchedule = "step"
+    #: optimiser steps taken on each sampled batch: a learned optimizer's truncated backpropagation
+    #: takes horizon / unroll steps on the same problems, the reproduction carrying the optimizee between
+    #: them (1: a fresh batch every step)
+    steps_per_batch: int = 1
+    #: rescale the meta-gradient to at most this norm before each step (Ravi & Larochelle clip at 0.25)
+    clip_grad_norm: float | None = None
+    #: keep the weights of the best validation point and restore them before testing (needs val_part)
+    early_stopping: bool = False
     model: dict[str, Any] = field(default_factory=dict)
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -179,10 +190,12 @@ class Benchmark:
 
     @property
     def chance(self) -> float:
-        """Accuracy (%) of guessing uniformly among the ways; for a regression metric, the spec's ``chance``
-        (the score of a trivial predictor, e.g. the MSE of always predicting 0)."""
+        """Accuracy (%) of guessing uniformly among the ways (error: 100 minus that); for a regression
+        metric, the spec's ``chance`` (the score of a trivial predictor, e.g. the MSE of always predicting 0)."""
         if self.baseline is not None:
             return self.baseline
+        if self.metric == "error":
+            return 100.0 - 100.0 / self.ways
         return 100.0 / self.ways
 
     def better_than(self, score: float, reference: float, margin: float) -> bool:
@@ -284,6 +297,12 @@ class _Table:
         value = self.get(key, int, default)
         if value is not default and value is not None and value < 1:
             raise self._fail(key, f"must be a positive integer, found {value}")
+        return value
+
+    def count(self, key: str, default: Any = ...) -> Any:
+        value = self.get(key, int, default)
+        if value is not default and value is not None and value < 0:
+            raise self._fail(key, f"must be a non-negative integer, found {value}")
         return value
 
     def sub(self, key: str) -> _Table:
@@ -411,7 +430,7 @@ def _parse_profile(name: str, table: _Table, reported: Reported | None, componen
         train_part=table.get("train_part", str),
         val_part=table.get("val_part", str, None),
         train_ways=table.positive("train_ways"),
-        train_shots=table.positive("train_shots"),
+        train_shots=table.count("train_shots"),
         train_queries=table.positive("train_queries"),
         meta_batch=table.positive("meta_batch"),
         train_episodes=table.positive("train_episodes"),
@@ -428,9 +447,23 @@ def _parse_profile(name: str, table: _Table, reported: Reported | None, componen
         floor_note=table.get("floor_note", str, ""),
         min_above_chance=table.get("min_above_chance", float, None),
         lr_schedule=table.choice("lr_schedule", get_args(LrSchedule), "step"),
+        steps_per_batch=table.positive("steps_per_batch", 1),
+        clip_grad_norm=table.get("clip_grad_norm", float, None),
+        early_stopping=table.get("early_stopping", bool, False),
         model=dict(model),
     )
     table.reject_unread()
+    if profile.early_stopping and not profile.val_part:
+        raise table._fail("early_stopping", "needs a val_part to choose the best model on")
+    if profile.clip_grad_norm is not None and profile.clip_grad_norm <= 0:
+        raise table._fail("clip_grad_norm", f"must be positive, found {profile.clip_grad_norm}")
+    for key in ("train_episodes", "checkpoint_every"):
+        if getattr(profile, key) % profile.steps_per_batch:
+            raise table._fail(
+                key,
+                f"{getattr(profile, key)} is not a multiple of steps_per_batch = {profile.steps_per_batch} "
+                "(checkpoints and the end of training fall on batch boundaries, so a resume is exact)",
+            )
     needed = minimum_test_episodes(name, reported)
     if profile.test_episodes < needed:
         raise table._fail(
@@ -491,7 +524,7 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         split=table.get("split", str),
         image_size=table.positive("image_size"),
         ways=table.positive("ways"),
-        shots=table.positive("shots"),
+        shots=table.count("shots"),
         queries=table.positive("queries"),
         metric=metric,
         direction=table.choice("direction", get_args(Direction)),
@@ -531,6 +564,8 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         raise table._fail("ways", "an episode needs at least 2 ways")
     if classification and bench.baseline is not None:
         raise table._fail("chance", "is 100 / ways for accuracy; state it only for a regression metric")
+    if bench.metric == "error" and bench.direction != "lower":
+        raise table._fail("direction", 'an error is better when lower: set direction = "lower"')
     if not classification and bench.baseline is None:
         raise table._fail("chance", f"missing: a {bench.metric} benchmark states the score of a trivial predictor")
     return bench

@@ -8,7 +8,6 @@ describe, every optimizer sees the same minibatches) and that the whole path run
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from pathlib import Path
 
@@ -16,18 +15,21 @@ import pytest
 import torch
 from torch import nn
 
+from metabench.data.problems import ProblemBatch, quadratic_parts
+from metabench.episodes import EpisodeShape
+from metabench.errors import MetabenchError
+from metabench.reproduction import TaskInfo
 from metabench.reproductions.learned_optimizer import (
     BASELINES,
     LEARNED,
     LR_GRID,
-    MetaTraining,
+    LearnedOptimizer,
+    LearnedOptimizerHyperparameters,
     MlpTask,
     Problems,
     QuadraticTask,
-    compare,
     plot_curves,
     run_baseline,
-    run_experiment,
     run_learned,
     tune,
 )
@@ -130,42 +132,77 @@ def test_tuning_picks_the_best_rate_and_diverged_runs_lose() -> None:
         tune("lbfgs", problems, steps=1, grid=(0.1,))
 
 
-def test_the_claim_needs_the_whole_interval_below_each_baseline() -> None:
-    generator = torch.Generator().manual_seed(0)
-    base = torch.rand(200, generator=generator) + 1.0
-    final = {
-        LEARNED: base,
-        "clearly_worse": base + 0.5 + 0.01 * torch.randn(200, generator=generator),
-        "tied": base + 0.01 * torch.randn(200, generator=generator),
-    }
-    by_name = {c.baseline: c for c in compare(final, {"clearly_worse": 0.1, "tied": 0.1})}
-    assert by_name["clearly_worse"].holds and by_name["clearly_worse"].mean_difference == pytest.approx(-0.5, abs=0.01)
-    assert not by_name["tied"].holds
-
-
 def test_lr_grid_spans_four_decades_in_half_decades() -> None:
     assert LR_GRID[0] == pytest.approx(1e-4) and LR_GRID[-1] == 1.0 and len(LR_GRID) == 9
     assert all(b / a == pytest.approx(math.sqrt(10)) for a, b in itertools.pairwise(LR_GRID))
 
 
-@pytest.mark.parametrize("task", [QuadraticTask(), toy_mlp_task()], ids=["quadratic", "mlp"])
-def test_whole_protocol_runs_and_writes_json_and_png(task, tmp_path: Path) -> None:
-    settings = MetaTraining(horizon=10, unroll=5, iterations=3, problems_per_iteration=8, meta_lr=0.01)
-    result, rule = run_experiment(task, settings, test_problems=12, tune_problems=6, grid=(1e-3, 1e-2, 1e-1))
-    assert len(result.meta_curve) == 3
-    assert set(result.curves) == {LEARNED, *BASELINES}
-    assert all(len(curve) == 11 for curve in result.curves.values())
-    assert {c.baseline for c in result.comparisons} == set(BASELINES)
-    assert result.final[LEARNED]["n"] == 12
-    assert result.curves[LEARNED][-1] == pytest.approx(result.final[LEARNED]["mean"])
-    json.dumps(result.to_json())
-    png = plot_curves(result, tmp_path / "curves.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def small_optimizer(**changes: object) -> LearnedOptimizer:
+    settings = {"horizon": 10, "unroll": 5, "tune_problems": 6, "lr_grid": (1e-3, 1e-2, 1e-1), "preprocess": True}
+    return LearnedOptimizer(LearnedOptimizerHyperparameters(**{**settings, **changes}), TaskInfo(10, 1, 1, 1))  # type: ignore[arg-type]
 
-    again, _ = run_experiment(
-        task, settings, rule=rule, test_problems=12, tune_problems=6, baselines=("sgd",), grid=(0.1,)
-    )
-    assert again.meta_curve == [] and again.curves[LEARNED] == result.curves[LEARNED]
+
+def test_meta_loss_carries_the_problems_across_the_segments_of_one_batch() -> None:
+    torch.manual_seed(0)
+    model = small_optimizer()
+    batch = quadratic_parts("l2l")["train"].sampler(EpisodeShape(1, 1, 1), seed=0).sample(8)
+    first = model.meta_loss(batch)
+    assert first.loss.requires_grad and first.loss.shape == ()
+    start = batch.require().theta0
+    moved = model._optimizee
+    assert moved is not None and moved.segment == 1 and not torch.equal(moved.theta, start)
+    second = model.meta_loss(batch)
+    # the second segment starts where the first stopped: the same 10 steps run straight through
+    straight = run_learned(model.rule, batch.require(), 10)
+    torch.testing.assert_close(second.accuracy, straight[9].mean())
+    with pytest.raises(MetabenchError, match="steps_per_batch"):
+        model.meta_loss(batch)  # a third segment of a 2-segment horizon
+    other = quadratic_parts("l2l")["train"].sampler(EpisodeShape(1, 1, 1), seed=1).sample(8)
+    model.meta_loss(other)  # a new batch after a whole horizon is fine...
+    with pytest.raises(MetabenchError, match="after 1 of 2"):
+        model.meta_loss(batch)  # ...but not in the middle of one
+
+
+def test_competitors_are_tuned_on_the_validation_part_never_the_test_part(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = small_optimizer()
+    parts = quadratic_parts("l2l")
+    frozen = parts["test"].freeze(EpisodeShape(1, 1, 1), 12, 0, {"part": "test"})
+    batch = next(frozen.batches(parts["test"], 12))
+    assert model.competitors() == BASELINES
+    assert batch.tuning is parts["val"]
+    scores = {name: model.predict_competitor(name, batch) for name in BASELINES}
+    assert model.tuning["part"] == "val" and set(model.tuning["tuned_lr"]) == set(BASELINES)
+    tuning = parts["val"].freeze(EpisodeShape(1, 1, 1), 6, 0, {"purpose": "tuning", "part": "val"})
+    assert model.tuning["digest"] == tuning.digest, "tuned on the frozen validation problems"
+    for name, lr in model.tuning["tuned_lr"].items():
+        torch.testing.assert_close(scores[name], run_baseline(name, lr, batch.require(), 10)[-1])
+        assert lr == tune(name, next(tuning.batches(parts["val"], 6)).require(), 10, (1e-3, 1e-2, 1e-1))[0]
+    assert model.predict(batch).shape == (12,)
+
+    files = model.figures(batch, tmp_path / "quadratic__quick__seed0__T.json")
+    stem = "quadratic__quick__seed0__T"
+    assert [f.name for f in files] == [f"{stem}.png", f"{stem}.curves.csv", f"{stem}.tuning.csv"]
+    assert files[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curves = files[1].read_text().splitlines()
+    assert curves[0].split(",") == ["step", LEARNED, *BASELINES] and len(curves) == 1 + 11
+    tuning = [line.split(",") for line in files[2].read_text().splitlines()[1:]]
+    assert len(tuning) == len(BASELINES) * 3 and {row[-1] for row in tuning} == {model.tuning["digest"]}
+    assert sorted(row[0] for row in tuning if row[3] == "True") == sorted(BASELINES), "one chosen rate each"
+
+
+def test_a_batch_without_a_tuning_part_is_refused() -> None:
+    model = small_optimizer()
+    batch = QuadraticTask().batch(QuadraticTask().draw(3, torch.Generator().manual_seed(0)))
+    assert isinstance(batch, ProblemBatch) and batch.tuning is None
+    with pytest.raises(MetabenchError, match="no tuning part"):
+        model.predict_competitor("sgd", batch)
+
+
+def test_plot_curves_writes_a_png(tmp_path: Path) -> None:
+    curves = {LEARNED: [3.0, 1.0, 0.5], "adam": [3.0, 2.0, math.inf]}
+    png = plot_curves(curves, {"adam": 0.1}, 4, "toy", tmp_path / "c.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_learned_run_scores_the_same_points_as_the_baselines() -> None:
@@ -175,9 +212,7 @@ def test_learned_run_scores_the_same_points_as_the_baselines() -> None:
         def readout(self, hidden: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
             return -0.01 * grad
 
-    torch.testing.assert_close(
-        run_learned(Sgd(), problems, steps=12, unroll=5), run_baseline("sgd", 0.01, problems, 12)
-    )
+    torch.testing.assert_close(run_learned(Sgd(), problems, steps=12), run_baseline("sgd", 0.01, problems, 12))
 
 
 @pytest.mark.data

@@ -61,7 +61,7 @@ def mutate(path: list[Any], value: Any = None, delete: bool = False) -> dict[str
         (mutate(["implementation"], "no_colon"), "protonet.toml.implementation"),
         (mutate(["benchmarks", 0, "ways"], delete=True), "benchmarks[omniglot-5w1s].ways: missing"),
         (mutate(["benchmarks", 0, "ways"], 1), "benchmarks[omniglot-5w1s].ways: an episode needs at least 2"),
-        (mutate(["benchmarks", 0, "shots"], 0), "benchmarks[omniglot-5w1s].shots: must be a positive"),
+        (mutate(["benchmarks", 0, "shots"], -1), "benchmarks[omniglot-5w1s].shots: must be a non-negative"),
         (mutate(["benchmarks", 0, "transductive"], "no"), "transductive: expected true/false"),
         (mutate(["benchmarks", 0, "metric"], "f1"), "metric: 'f1' is not one of"),
         (mutate(["benchmarks", 0, "reported", "plus_minus_kind"], "sd"), "reported.plus_minus_kind"),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metabench.episodes import ClassBank
+from metabench.episodes import ClassBank, GroupedClassBank
 from metabench.errors import MetabenchError, UnknownNameError, did_you_mean
 
 if TYPE_CHECKING:
@@ -59,6 +59,11 @@ def _load_omniglot(request: LoadRequest) -> dict[str, TaskSource]:
         request.image_size, request.data_dir, download=request.download, progress=request.progress
     )
     parts = omniglot.SPLITS[request.split](data)
+    if request.split in omniglot.GROUPED_SPLITS:
+        return {
+            name: GroupedClassBank(omniglot.class_images(data, classes), omniglot.alphabet_groups(data, classes), name)
+            for name, classes in parts.items()
+        }
     return {name: ClassBank(omniglot.class_images(data, classes), name) for name, classes in parts.items()}
 
 
@@ -85,6 +90,30 @@ def _load_sinusoid(request: LoadRequest) -> dict[str, TaskSource]:
     from metabench.data import sinusoid
 
     return dict(sinusoid.load_parts(request.split))
+
+
+def _quadratic_splits() -> list[str]:
+    from metabench.data.problems import QUADRATIC_SPLITS
+
+    return list(QUADRATIC_SPLITS)
+
+
+def _load_quadratic(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import problems
+
+    return dict(problems.quadratic_parts(request.split))
+
+
+def _mlp_splits() -> list[str]:
+    from metabench.data.problems import MLP_ARCHITECTURES
+
+    return list(MLP_ARCHITECTURES)
+
+
+def _load_mnist_mlp(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import problems
+
+    return dict(problems.mnist_parts(request.split, request.data_dir, request.download, request.progress))
 
 
 def _gp_splits() -> list[str]:
@@ -116,10 +145,33 @@ def _load_mnist_completion(request: LoadRequest) -> dict[str, TaskSource]:
     return dict(completion.load_parts(request.split, data.train.images, data.test.images))
 
 
+def _mnist_splits() -> list[str]:
+    from metabench.data.mnist import SPLITS
+
+    return list(SPLITS)
+
+
+def _load_mnist(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import mnist
+
+    if request.image_size != mnist.IMAGE_SIZE:
+        raise MetabenchError(
+            f"MNIST is {mnist.IMAGE_SIZE}x{mnist.IMAGE_SIZE}; image_size {request.image_size} is not offered",
+            f"set image_size = {mnist.IMAGE_SIZE} in the spec",
+        )
+    parts = mnist.load_parts(request.split, request.data_dir, download=request.download, progress=request.progress)
+    return dict(parts)
+
+
 DATASETS: dict[str, Dataset] = {
     "omniglot": Dataset(1, _omniglot_splits, _load_omniglot),
     "miniimagenet": Dataset(3, _mini_splits, _load_mini),
     "sinusoid": Dataset(1, _sinusoid_splits, _load_sinusoid),
+    # MNIST as a labelled set (HyperNetworks): minibatches to train on, one-example test tasks
+    "mnist": Dataset(1, _mnist_splits, _load_mnist),
+    # optimisation problems (Andrychowicz et al.): channels are one problem's input size (10 dims, 784 pixels)
+    "quadratic": Dataset(10, _quadratic_splits, _load_quadratic),
+    "mnist-mlp": Dataset(784, _mlp_splits, _load_mnist_mlp),
     # CNP's 1-D regression: functions drawn from a GP (one input)
     "gp": Dataset(1, _gp_splits, _load_gp),
     # CNP's image completion: MNIST pixels as regression tasks (two inputs: row and column)

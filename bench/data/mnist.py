@@ -4,7 +4,8 @@ The four gzip-compressed IDX files come from the data folders or a verified down
 :mod:`metabench.data.archives`); their digest is the sha256 of the uncompressed IDX bytes, the
 reference checksums published for MNIST, so any faithful gzip wrapper verifies. They are parsed once
 into ``uint8`` images and ``int64`` labels and cached keyed by those digests, so later runs load in
-milliseconds. The learned-optimizer papers train small MLPs on it (Andrychowicz et al. 2016).
+milliseconds. The learned-optimizer papers train small MLPs on it (Andrychowicz et al. 2016);
+:func:`load_parts` gives it to the runner as labelled task sources (the HyperNetworks convnet).
 
 A verified file cannot have a bad header, but the parser checks every header field anyway: a
 catalogue entry edited by hand, or a file passed straight to :func:`read_idx`, must fail with a
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from metabench.data import archives
 from metabench.data.cache import cached_tensors
+from metabench.data.labelled import LabelledImages
 from metabench.errors import DataError
 
 IMAGE_SIZE = 28
@@ -143,3 +145,27 @@ def load(data_dir: Path | None = None, *, download: bool = True, progress: bool 
         train=MnistSplit(tensors["train_images"], tensors["train_labels"]),
         test=MnistSplit(tensors["test_images"], tensors["test_labels"]),
     )
+
+
+#: TensorFlow's tutorial loader (``read_data_sets``, ``validation_size=5000``): the first 5,000 training
+#: images are the validation part, the other 55,000 the training part, the 10,000 test images the test
+#: part. It is the split behind the 55,000 / 5,000 / 10,000 that HyperNetworks (Ha et al. 2017, App.
+#: A.3.1) report; it is fixed (no seed), so every run and machine uses the same examples. Its training
+#: part is padded to 30x30 and randomly cropped back to 28x28, the paper's augmentation.
+TENSORFLOW_VALIDATION = 5_000
+SPLITS = ("tensorflow",)
+
+
+def load_parts(
+    split: str, data_dir: Path | None = None, *, download: bool = True, progress: bool = True
+) -> dict[str, LabelledImages]:
+    """The parts of a named MNIST split as labelled task sources on the CPU."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown MNIST split {split!r}")
+    mnist = load(data_dir, download=download, progress=progress)
+    v = TENSORFLOW_VALIDATION
+    return {
+        "train": LabelledImages("train", mnist.train.images[v:], mnist.train.labels[v:], CLASSES, pad=1),
+        "val": LabelledImages("val", mnist.train.images[:v], mnist.train.labels[:v], CLASSES),
+        "test": LabelledImages("test", mnist.test.images, mnist.test.labels, CLASSES),
+    }

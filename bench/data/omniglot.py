@@ -20,6 +20,14 @@ spec names the split. Every split is a list of (character, rotation) classes per
 ``santoro``   Santoro et al.'s MANN protocol: characters 1..1200 by global id ``train``, with rotations
               by 90, 180, 270 degrees as new classes (4800); the remaining 423 (1201..1623) ``test``,
               unrotated, as the paper describes rotations as training augmentation.
+``flennerhag`` Flennerhag et al.'s (Leap, WarpGrad) "augmented Omniglot": every task is one alphabet.
+              Their code keeps the alphabets with at least 20 characters, shuffles them with Python's
+              ``random.seed(8879)`` (its default seed; it shuffled ``os.listdir`` order, which no one
+              can recover, so this shuffles the alphabets sorted by name) and takes the first 30 as
+              ``train``, the next 10 as ``test`` and the rest as ``val``; characters are unrotated
+              (the protocol's random affine augmentation is the learner's, see the shrinkage
+              reproduction). The parts are grouped banks: an episode's classes all come from one
+              alphabet. Assumed, not known: the shrinkage paper's own seed and alphabet order.
 """
 
 from __future__ import annotations
@@ -154,12 +162,50 @@ def _santoro(data: OmniglotImages) -> dict[str, Tensor]:
     return {"train": _classes(list(range(1200)), ROTATIONS), "test": _classes(list(range(1200, NUM_CHARACTERS)), 1)}
 
 
+#: Flennerhag et al.'s protocol: alphabets with at least this many characters, shuffled by this seed.
+FLENNERHAG_MIN_CHARACTERS = 20
+FLENNERHAG_SEED = 8879
+FLENNERHAG_TRAIN, FLENNERHAG_TEST = 30, 10
+
+
+def _flennerhag(data: OmniglotImages) -> dict[str, Tensor]:
+    counts: dict[str, int] = {}
+    for alphabet in data.alphabets:
+        counts[alphabet] = counts.get(alphabet, 0) + 1
+    alphabets = sorted(a for a, n in counts.items() if n >= FLENNERHAG_MIN_CHARACTERS)
+    random.Random(FLENNERHAG_SEED).shuffle(alphabets)
+    train = alphabets[:FLENNERHAG_TRAIN]
+    test = alphabets[FLENNERHAG_TRAIN : FLENNERHAG_TRAIN + FLENNERHAG_TEST]
+    val = alphabets[FLENNERHAG_TRAIN + FLENNERHAG_TEST :]
+
+    def characters(chosen: list[str]) -> list[int]:
+        wanted = set(chosen)
+        return [c for c in range(NUM_CHARACTERS) if data.alphabets[c] in wanted]
+
+    return {
+        "train": _classes(characters(train), 1),
+        "val": _classes(characters(val), 1),
+        "test": _classes(characters(test), 1),
+    }
+
+
+#: Splits whose parts are grouped by alphabet (episodes draw all their classes from one alphabet).
+GROUPED_SPLITS = frozenset({"flennerhag"})
+
+
+def alphabet_groups(data: OmniglotImages, classes: Tensor) -> Tensor:
+    """Each class's alphabet as a small integer (alphabets numbered in order of first appearance)."""
+    numbers: dict[str, int] = {}
+    return torch.tensor([numbers.setdefault(data.alphabets[int(c)], len(numbers)) for c in classes[:, 0]])
+
+
 SPLITS: dict[str, Callable[[OmniglotImages], dict[str, Tensor]]] = {
     "protonet": _protonet,
     "maml": _maml,
     "reptile": _reptile,
     "lake": _lake,
     "santoro": _santoro,
+    "flennerhag": _flennerhag,
 }
 
 
