@@ -292,7 +292,7 @@ def test_the_spec_states_the_protocol_and_no_targets() -> None:
     [
         (0, {"also": ["accuracy"]}, "also: 'accuracy' cannot be scored from 'log-likelihood' predictions"),
         (1, {"also": ["mse"]}, "also: 'mse' cannot be scored from 'log-likelihood-by-context'"),
-        (1, {"instances": [10, 1000]}, "1000 context points cannot be given"),
+        (1, {"instances": [10, 100, 300, 1000]}, "1000 context points cannot be given"),
         (0, {"chance": None}, "chance: missing"),
     ],
 )
