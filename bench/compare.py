@@ -162,7 +162,7 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
         except UnknownNameError:
             continue
         profile = bench.profiles.get(row["profile"])
-        if row["role"] == "competitor":
+        if row.get("role", "") == "competitor":
             continue  # judged against the method from per-episode scores at run time
         if bench.claim is not None:
             # A claim's verdict needs the per-episode scores, judged at run time; only the floor moves.
@@ -198,7 +198,7 @@ def verdict_style(verdict: str) -> str:
 
 
 def _benchmark_cell(row: pd.Series) -> str:
-    if row["role"] == "competitor":
+    if row.get("role", "") == "competitor":
         return f"{row['benchmark']} (vs {row['component']})"
     if row["component"]:
         return f"{row['benchmark']} ({component_label(row['component'])})"
@@ -206,9 +206,9 @@ def _benchmark_cell(row: pd.Series) -> str:
 
 
 def _reported_cell(row: pd.Series) -> str:
-    if row["role"] == "competitor":
+    if row.get("role", "") == "competitor":
         return "competitor"
-    if row["claim"]:
+    if row.get("claim", ""):
         return "claim"
     if math.isnan(row["reported"]):
         return "—"
@@ -233,7 +233,7 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             "device": frame["device"],
         }
     )
-    if len(frame) and frame["also"].fillna("").astype(bool).any():
+    if len(frame) and "also" in frame and frame["also"].fillna("").astype(bool).any():
         shown["also"] = frame["also"].fillna("")
     if len(frame) and frame["figures"].fillna("").astype(bool).any():
         shown["figures"] = [
@@ -273,12 +273,12 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
 
 
 def _check_row(row: pd.Series) -> tuple[bool, str]:
-    if row["role"] == "competitor":
+    if row.get("role", "") == "competitor":
         return True, f"claim vs {row['component']}: {row['verdict']} (the method's row is what is checked)"
     if row["profile"] == "paper":
         if row["verdict"] == "no target":
             return True, "no reported number"
-        if row["claim"]:
+        if row.get("claim", ""):
             if row["verdict"] == "fails":
                 return False, "the paper's claim fails: a competitor is better at the 5% level (see its vs rows)"
             return True, f"claim {row['verdict']}"
@@ -328,7 +328,7 @@ def check_table(checked: pd.DataFrame) -> Table:
         mark = "[green]pass[/]" if row.passed else "[red]FAIL[/]"
         name = (
             f"{row.benchmark} (vs {row.component})"
-            if row.role == "competitor"
+            if getattr(row, "role", "") == "competitor"
             else f"{row.benchmark} ({component_label(row.component)})"
             if row.component
             else row.benchmark

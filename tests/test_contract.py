@@ -24,6 +24,27 @@ from metabench.reproduction import TaskInfo
 CASES = [(spec.key, bench.id) for spec in all_specs().values() for bench in spec.benchmarks]
 
 
+def _code_path(paper: str, benchmark: str) -> str:
+    """What a smoke run exercises apart from the episode shape: a benchmark that differs from an earlier one
+    of its paper only in ways, shots and queries runs the same code on a differently sized episode."""
+    bench = metabench.load_spec(paper).benchmark(benchmark)
+    smoke = bench.profile("smoke")
+    model = sorted((k, repr(v)) for k, v in smoke.model.items())
+    return repr((paper, bench.dataset, bench.split, bench.metric, bench.transductive, bench.sequence, model))
+
+
+def _smoke_cases() -> list[object]:
+    """Every benchmark's smoke run; one per code path in the default run, the shape variants marked slow
+    (``pytest -m slow`` runs them), which keeps the default suite within its 15-minute budget."""
+    seen: set[str] = set()
+    cases: list[object] = []
+    for paper, benchmark in CASES:
+        path = _code_path(paper, benchmark)
+        cases.append(pytest.param(paper, benchmark, marks=[pytest.mark.slow] if path in seen else []))
+        seen.add(path)
+    return cases
+
+
 @pytest.mark.parametrize(("paper", "benchmark"), CASES)
 def test_spec_loads_with_every_profile(paper: str, benchmark: str) -> None:
     spec = metabench.load_spec(paper)
@@ -39,7 +60,7 @@ def test_spec_loads_with_every_profile(paper: str, benchmark: str) -> None:
 
 
 @pytest.mark.data
-@pytest.mark.parametrize(("paper", "benchmark"), CASES)
+@pytest.mark.parametrize(("paper", "benchmark"), _smoke_cases())
 def test_smoke_run_completes_validates_and_learns(
     paper: str, benchmark: str, data_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
