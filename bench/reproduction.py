@@ -106,8 +106,8 @@ class Reproduction(nn.Module):
     def figures(self, batch: EpisodeBatch, result_path: Path) -> list[Path]:
         """Optional: draw figures of the trained model on the first test batch, beside ``result_path``.
 
-        The runner calls this after evaluation and records the returned files' names in the result, where
-        ``compare`` links them. The default draws nothing.
+        The runner calls this after evaluation, with the model in evaluation mode, and records the
+        returned files' names in the result, where ``compare`` links them. The default draws nothing.
         """
         return []
 

@@ -627,8 +627,14 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     created = provenance.now()
     path = results.result_path(request.output, spec.key, bench.id, profile.name, request.seed, created)
     weights = path.with_suffix(".pt")
-    # Figures a reproduction draws of its own predictions (the sinusoid fits), beside the result.
-    figures = [f.name for f in model.figures(next(iter(frozen.batches(test_bank, profile.eval_batch))), path)]
+    # Figures a reproduction draws of its own predictions (the sinusoid fits), beside the result, in
+    # evaluation mode as the scores were.
+    was_training = model.training
+    model.eval()
+    try:
+        figures = [f.name for f in model.figures(next(iter(frozen.batches(test_bank, profile.eval_batch))), path)]
+    finally:
+        model.train(was_training)
     learned = model.learned()
     if learned:
         console.print(f"Learned: {json.dumps(learned)}", highlight=False)

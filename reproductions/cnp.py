@@ -151,14 +151,9 @@ class CNP(Reproduction):
             return []
         from metabench.reproductions.plots import plot_completions, plot_gaussian_fits
 
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                if self.x_dims == 1:
-                    return [plot_gaussian_fits(self.predict, batch, result_path.with_suffix(".png"))]
-                if self.x_dims == 2:
-                    return [plot_completions(self.predict, batch, result_path.with_suffix(".png"))]
-                return []
-        finally:
-            self.train(was_training)
+        with torch.no_grad():
+            if self.x_dims == 1:
+                return [plot_gaussian_fits(self.predict, batch, result_path.with_suffix(".png"))]
+            if self.x_dims == 2:
+                return [plot_completions(self.predict, batch, result_path.with_suffix(".png"))]
+            return []

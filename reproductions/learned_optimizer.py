@@ -262,15 +262,10 @@ class LearnedOptimizer(Reproduction):
         The tables are CSV, not JSON, so that nothing but results is a ``.json`` in a results folder.
         """
         problems = _problems(batch)
-        was_training = self.training
-        self.eval()
-        try:
-            curves = {LEARNED: run_learned(self.rule, problems, self.hparams.horizon)}
-            for name in self.hparams.baselines:
-                lr = self.tuned_lr(name, batch)
-                curves[name] = run_baseline(name, lr, problems, self.hparams.horizon)
-        finally:
-            self.train(was_training)
+        curves = {LEARNED: run_learned(self.rule, problems, self.hparams.horizon)}
+        for name in self.hparams.baselines:
+            lr = self.tuned_lr(name, batch)
+            curves[name] = run_baseline(name, lr, problems, self.hparams.horizon)
         means = {name: [float(v) for v in losses.mean(-1)] for name, losses in curves.items()}
         title = f"{result_path.stem.split('__')[0]}: learned optimizer against tuned baselines"
         png = plot_curves(means, self.tuning["tuned_lr"], problems.count, title, result_path.with_suffix(".png"))

@@ -152,9 +152,4 @@ class MAML(Reproduction):
             return []
         from metabench.reproductions.plots import plot_sine_fits
 
-        was_training = self.training
-        self.eval()
-        try:
-            return [plot_sine_fits(self, batch, result_path.with_suffix(".png"), steps=(0, 1, 10))]
-        finally:
-            self.train(was_training)
+        return [plot_sine_fits(self, batch, result_path.with_suffix(".png"), steps=(0, 1, 10))]
