@@ -404,7 +404,8 @@ def bench_speed(
     json_output: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
 ) -> None:
     """Speed of MAML's inner loop (Omniglot 5w1s, conv-4): each engine path, first and second order, and
-    learn2learn / higher when installed: meta-iterations/s, GFLOP/s as a share of the matmul rate, peak memory."""
+    learn2learn / higher when installed: meta-iterations/s, GFLOP/s as a share of the matmul rate, peak
+    memory of the process and its rise during the meta-iterations (step MiB)."""
     import json
 
     from metabench.speed import Setting, run_all
@@ -416,11 +417,12 @@ def bench_speed(
         title=f"MAML Omniglot 5w1s, meta-batch {meta_batch}, on {report['device']} "
         f"({report['cpu_threads']} threads; float32 matmul {report['matmul_gflops']:.1f} GFLOP/s)"
     )
-    for column in ("configuration", "meta-it/s", "x per-task loop", "GFLOP/s", "of matmul", "peak MiB"):
+    columns = ("configuration", "meta-it/s", "x per-task loop", "GFLOP/s", "of matmul", "peak MiB", "step MiB")
+    for column in columns:
         table.add_column(column, justify="left" if column == "configuration" else "right")
     for row in rows:
         if "skipped" in row:
-            table.add_row(row["config"], f"[yellow]{row['skipped']}[/]", "", "", "", "")
+            table.add_row(row["config"], f"[yellow]{row['skipped']}[/]", "", "", "", "", "")
             continue
         ratio = row["iterations_per_second"] / reference["iterations_per_second"] if reference else float("nan")
         table.add_row(
@@ -430,6 +432,7 @@ def bench_speed(
             f"{row['gflops']:.1f}",
             f"{row['fraction_of_matmul']:.0%}",
             f"{row['peak_memory_mb']:.0f}",
+            f"{row['step_memory_mb']:.0f}",
         )
     out.print(table)
     out.print(f"engine path chosen by auto on {report['device']}: {report['auto_path']}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -72,6 +72,18 @@ class EpisodeBatch:
     @property
     def size(self) -> int:
         return self.support_x.shape[0]
+
+    def tasks(self, start: int, stop: int) -> EpisodeBatch:
+        """Episodes ``start`` to ``stop`` (exclusive) as a batch of their own, views of this one's tensors."""
+        order = None if self.order is None else self.order[start:stop]
+        return replace(
+            self,
+            support_x=self.support_x[start:stop],
+            support_y=self.support_y[start:stop],
+            query_x=self.query_x[start:stop],
+            query_y=self.query_y[start:stop],
+            order=order,
+        )
 
 
 @dataclass(frozen=True)

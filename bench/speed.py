@@ -7,7 +7,10 @@ as a fraction of the machine's float32 matmul rate measured in the same run, and
 flop counter miscounts vmap'd convolutions, so both paths are credited with the per-task loop's count.) When
 ``learn2learn`` or ``higher`` is importable, their usual MAML loops run too (an optional comparison,
 never a dependency). Each configuration runs in a fresh subprocess, so that peak memory (the process's
-maximum resident set on a CPU, ``torch.cuda.max_memory_allocated`` on a GPU) is its own.
+maximum resident set on a CPU, ``torch.cuda.max_memory_allocated`` on a GPU) is its own. The process
+peak includes what its imports and model cost, which differs between libraries for reasons unrelated
+to the inner loop, so each row also reports the memory before the first step and the rise above it
+during the steps (``step_memory_mb``): that rise is what a meta-iteration itself needs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -61,6 +65,15 @@ def matmul_rate(device: torch.device, size: int = 1024, seconds: float = 1.0) ->
         count += 1
     _sync(device)
     return 2 * size**3 * count / (time.perf_counter() - started)
+
+
+def _resident_bytes() -> int:
+    """The process's resident set now (Linux ``/proc``; 0 where there is none)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * resource.getpagesize()
 
 
 def _sync(device: torch.device) -> None:
@@ -161,6 +174,8 @@ def measure(config: str, setting: Setting) -> dict[str, Any]:
             step = _library_step(kind, first_order, setting, device)
     except ImportError as error:
         return {"config": config, "skipped": f"not installed ({error.name})"}
+    _sync(device)
+    before = torch.cuda.memory_allocated() if device.type == "cuda" else _resident_bytes()
     for _ in range(setting.warmup):
         step()
     _sync(device)
@@ -185,6 +200,8 @@ def measure(config: str, setting: Setting) -> dict[str, Any]:
         "gflop_per_iteration": flops / 1e9,
         "gflops": flops / seconds / 1e9,
         "peak_memory_mb": peak / 2**20,
+        "setup_memory_mb": before / 2**20,
+        "step_memory_mb": max(peak - before, 0) / 2**20,
         "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
     }
 

@@ -22,7 +22,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metabench.episodes import EpisodeBatch
-from metabench.inner import Params, adapt, collect_running_stats, forward, meta_parameters
+from metabench.inner import (
+    Params,
+    adapt,
+    collect_running_stats,
+    forward,
+    meta_parameters,
+    resolve_path,
+    task_by_task,
+)
 from metabench.reproduction import Reproduction, StepOutput, TaskInfo
 from metabench.reproductions.gbml_nets import MLP, ConvNet
 
@@ -128,10 +136,22 @@ class MAML(Reproduction):
         return adapted
 
     def meta_loss(self, batch: EpisodeBatch) -> StepOutput:
+        """The query loss after adaptation; on the loop path each task's graph is freed as it is done."""
         hp = self.hparams
-        adapted = self.adapted(batch, hp.inner_steps, train=True)
-        outputs = forward(self.net, adapted, batch.query_x, hp.engine)
-        loss = self.loss(outputs.flatten(0, 1), batch.query_y.flatten(0, 1))
+        if resolve_path(hp.engine, batch.query_x.device) == "loop":
+            seen: list[Tensor] = []
+
+            def task_loss(i: int) -> Tensor:
+                task = batch.tasks(i, i + 1)
+                out = forward(self.net, self.adapted(task, hp.inner_steps, train=True), task.query_x, "loop")
+                seen.append(out.detach())
+                return self.loss(out.flatten(0, 1), task.query_y.flatten(0, 1))
+
+            loss = task_by_task(list(self.parameters()), batch.size, task_loss)
+            outputs = torch.cat(seen)
+        else:
+            outputs = forward(self.net, self.adapted(batch, hp.inner_steps, train=True), batch.query_x, hp.engine)
+            loss = self.loss(outputs.flatten(0, 1), batch.query_y.flatten(0, 1))
         if hp.norm == "running":
             collect_running_stats(self.net, batch.query_x.flatten(0, 1))
         return StepOutput(loss, self.score(outputs.detach().flatten(0, 1), batch.query_y.flatten(0, 1)))

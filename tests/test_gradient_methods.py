@@ -291,6 +291,7 @@ def test_speed_measurement_reports_rates_flops_and_memory() -> None:
 
     row = measure("engine-loop/first", Setting(meta_batch=2, iterations=1, warmup=0))
     assert row["iterations_per_second"] > 0 and row["gflop_per_iteration"] > 0 and row["peak_memory_mb"] > 0
+    assert 0 < row["setup_memory_mb"] <= row["peak_memory_mb"] and row["step_memory_mb"] >= 0
     missing = measure("learn2learn/second", Setting(meta_batch=2, iterations=1))
     try:
         import learn2learn  # noqa: F401
@@ -307,3 +308,29 @@ def test_maml_learnable_inner_rates_receive_meta_gradients(mode: str) -> None:
     assert all(r.grad is not None for r in model.rates) and any(float(r.grad.abs().max()) > 0 for r in model.rates)
     model.eval()
     assert model.predict(_episodes(2)).shape == (2, 5, 5), "five test steps reuse the last learned rate"
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("mode", ["fixed", "per-parameter"])
+def test_maml_meta_loss_task_by_task_equals_the_whole_batch(first_order: bool, mode: str) -> None:
+    """The loop path frees each task's graph as it goes; its value and meta-gradient equal the batched path's."""
+    torch.manual_seed(0)
+    task = TaskInfo(1, 28, 5, 1)
+
+    def build(engine: str) -> MAML:
+        hp = MAMLHyperparameters(hidden=8, inner_steps=2, first_order=first_order, inner_lr_mode=mode, engine=engine)  # type: ignore[arg-type]
+        return MAML(hp, task).double()
+
+    loop, batched = build("loop"), build("batched")
+    batched.load_state_dict(loop.state_dict())
+    episodes = _episodes(3)
+    batch = EpisodeBatch(
+        episodes.support_x.double(), episodes.support_y, episodes.query_x.double(), episodes.query_y, 5, 1
+    )
+    by_task, whole = loop.meta_loss(batch), batched.meta_loss(batch)
+    assert float(by_task.loss) == pytest.approx(float(whole.loss), abs=1e-12)
+    assert float(by_task.accuracy) == pytest.approx(float(whole.accuracy), abs=1e-12)
+    g_task = torch.autograd.grad(by_task.loss, list(loop.parameters()))
+    g_whole = torch.autograd.grad(whole.loss, list(batched.parameters()))
+    assert max(float((a - b).abs().max()) for a, b in zip(g_task, g_whole, strict=True)) < 1e-10
+    assert max(float(g.abs().max()) for g in g_task) > 1e-6, "the meta-gradient is not trivially zero"
