@@ -59,6 +59,7 @@ COLUMNS = [
     "figures",
     "also",
     "claim",
+    "claim_expect",
 ]
 
 
@@ -116,6 +117,7 @@ def _rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
                 "figures": ";".join(str(path.with_name(name)) for name in data.get("figures", [])),
                 "also": "" if part else _also_cell(data.get("also", {})),
                 "claim": data["claim"]["statement"] if "claim" in data else "",
+                "claim_expect": data["claim"].get("expect", "holds") if "claim" in data else "",
             }
         )
     if "claim" in data:
@@ -209,7 +211,7 @@ def _reported_cell(row: pd.Series) -> str:
     if row.get("role", "") == "competitor":
         return "competitor"
     if row.get("claim", ""):
-        return "claim"
+        return "claim (paper: fails)" if row.get("claim_expect", "") == "fails" else "claim"
     if math.isnan(row["reported"]):
         return "—"
     decimals = None if pd.isna(row["reported_decimals"]) else int(row["reported_decimals"])
@@ -279,6 +281,10 @@ def _check_row(row: pd.Series) -> tuple[bool, str]:
         if row["verdict"] == "no target":
             return True, "no reported number"
         if row.get("claim", ""):
+            if row.get("claim_expect", "") == "fails":
+                if row["verdict"] == "holds":
+                    return False, "the claim holds, but the paper reports that it fails (a negative finding)"
+                return True, f"claim {row['verdict']} (the paper reports that it fails)"
             if row["verdict"] == "fails":
                 return False, "the paper's claim fails: a competitor is better at the 5% level (see its vs rows)"
             return True, f"claim {row['verdict']}"

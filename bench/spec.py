@@ -37,6 +37,7 @@ VECTOR_METRICS = ("accuracy-by-instance", "log-likelihood-by-context")
 #: metrics whose chance level is 100 / ways; every other metric states the score of a trivial predictor
 CLASSIFICATION_METRICS = ("accuracy", "accuracy-by-instance", "error")
 ClaimConfidence = Literal["HIGH", "MED", "UNVERIFIED"]
+ClaimExpectation = Literal["holds", "fails"]
 #: metrics a benchmark may report beside its own (``also``), computed from the same predictions: the MSE
 #: of a Gaussian prediction is the MSE of its mean
 ALSO_METRICS: dict[str, tuple[str, ...]] = {"log-likelihood": ("mse",)}
@@ -119,6 +120,9 @@ class Claim:
     against: tuple[str, ...]
     confidence: ClaimConfidence
     source: str
+    #: what the paper reports: ``holds``, or ``fails`` for a negative finding (say, a learned optimizer
+    #: that does *not* generalise to ReLU networks), which a reproduction agrees with by failing
+    expect: ClaimExpectation = "holds"
 
 
 @dataclass(frozen=True)
@@ -417,6 +421,7 @@ def _parse_claim(table: _Table) -> Claim:
         against=tuple(against),
         confidence=table.choice("confidence", get_args(ClaimConfidence)),
         source=table.get("source", str),
+        expect=table.choice("expect", get_args(ClaimExpectation), "holds"),
     )
     table.reject_unread()
     return claim

@@ -4,6 +4,7 @@ the same as its method, run through the real runner, result schema, compare and 
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,7 @@ model = {}
 """
 
 
-def _benchmark(bench_id: str, against: list[str]) -> str:
+def _benchmark(bench_id: str, against: list[str], expect: str = "holds") -> str:
     names, plain = ", ".join(f'"{n}"' for n in against), " and ".join(against)
     return f"""
 [[benchmarks]]
@@ -124,7 +125,8 @@ metric = "mse"
 direction = "lower"
 transductive = false
 chance = 4.25
-claim = {{ statement = "the support mean beats {plain}", against = [{names}], confidence = "MED", source = "tests" }}
+claim = {{ statement = "the support mean beats {plain}", against = [{names}], confidence = "MED", source = "tests", \
+expect = "{expect}" }}
 """
 
 
@@ -141,6 +143,8 @@ implementation = "tests.test_claims:ToyClaim"
     + _benchmark("fails", ["worse", "better"])
     + _benchmark("inconclusive", ["same"])
     + _benchmark("unknown", ["nobody"])
+    + _benchmark("negative-agrees", ["worse", "better"], expect="fails")
+    + _benchmark("negative-contradicted", ["worse"], expect="fails")
 )
 
 
@@ -190,6 +194,25 @@ def test_a_failed_claim_fails_check_only_for_a_paper_run(registry: Path) -> None
     assert checked[checked["role"] == "competitor"]["passed"].all()
 
 
+@pytest.mark.parametrize(("benchmark", "passes"), [("negative-agrees", True), ("negative-contradicted", False)])
+def test_a_claim_the_paper_reports_as_failing_passes_check_when_it_fails(
+    registry: Path, benchmark: str, passes: bool
+) -> None:
+    _, path = metabench.run_benchmark("toyclaim", benchmark=benchmark, profile="paper", output=registry)
+    assert results.read(path)["claim"]["expect"] == "fails"
+    frame = compare.load_frame([path])
+    method = compare.check(frame).iloc[0]
+    assert bool(method["passed"]) is passes
+    assert "the paper reports that it fails" in method["reason"]
+    assert "claim (paper: fails)" in compare.render(frame, "markdown")
+
+
+def test_a_claim_expectation_other_than_holds_or_fails_is_refused() -> None:
+    bad = SPEC.replace('expect = "fails"', 'expect = "maybe"', 1)
+    with pytest.raises(SpecError, match=r"expect.*'maybe' is not one of holds, fails"):
+        parse_spec(tomllib.loads(bad), Path("toyclaim.toml"))
+
+
 def test_a_claim_naming_a_competitor_the_model_lacks_is_refused_before_training(registry: Path) -> None:
     with pytest.raises(MetabenchError, match=r"'nobody'.*cannot predict as") as caught:
         metabench.run_benchmark("toyclaim", benchmark="unknown", profile="smoke", output=registry)
@@ -220,7 +243,6 @@ def test_a_claim_result_without_its_competitors_is_invalid(registry: Path) -> No
     ],
 )
 def test_malformed_claims_name_the_key(claim: str, problem: str) -> None:
-    import tomllib
 
     text = SPEC.split("[[benchmarks]]")[0] + _benchmark("b", ["worse"]).split("claim = ")[0] + claim + "\n"
     with pytest.raises(SpecError, match=problem):
