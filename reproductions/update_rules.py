@@ -27,7 +27,6 @@ only forgoes the Hessian-vector products, as the papers did. ``second_order=True
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -58,6 +57,9 @@ def preprocess_gradient(x: Tensor, p: float = PREPROCESS_P) -> Tensor:
 
 LSTMState = list[tuple[Tensor, Tensor]]
 
+EVAL_CHUNK = 16_384
+"""Coordinates per chunk when a learned optimizer runs without a graph (about one MNIST MLP)."""
+
 
 class UpdateRule(Protocol):
     """A rule that maps (parameters, gradient, loss) to new parameters, carrying its own state.
@@ -87,10 +89,16 @@ def _run_cells(cells: nn.ModuleList, x: Tensor, state: LSTMState) -> tuple[Tenso
 class CoordinateWiseLSTM(nn.Module):
     """Andrychowicz et al.'s optimizer ``m``: ``theta_{t+1} = theta_t + output_scale * W h_t``.
 
-    ``h_t`` is the top hidden state of a stack of LSTM cells (two of 20 units in the paper) fed, per
+    ``h_t`` is the top hidden state of a stack of LSTM layers (two of 20 units in the paper) fed, per
     coordinate, the preprocessed gradient (or the raw gradient when ``preprocess_p`` is ``None``, as
     the released code does for the quadratics). ``output_scale`` is the released code's ``scale``
     (1.0 for the quadratics, 0.01 for MNIST), which starts the optimizer at sensible step sizes.
+
+    The stack is one ``nn.LSTM`` run for a single time step, not a chain of ``nn.LSTMCell``: the same
+    computation (the tests check it against cells with the same weights, which are also initialised
+    identically), but torch's fused kernel is about twice as fast on the CPU for the ~16,000
+    coordinates of an MNIST MLP, where the skinny matrix products leave the step memory-bound. The
+    state is one ``(h, c)`` pair of ``[layers, coordinates, hidden]`` tensors.
     """
 
     def __init__(
@@ -104,14 +112,14 @@ class CoordinateWiseLSTM(nn.Module):
         self.preprocess_p = preprocess_p
         self.output_scale = output_scale
         inputs = 2 if preprocess_p is not None else 1
-        sizes = [inputs] + [hidden_size] * num_layers
-        self.cells = nn.ModuleList(nn.LSTMCell(a, b) for a, b in itertools.pairwise(sizes))
+        self.lstm = nn.LSTM(inputs, hidden_size, num_layers)
         self.head = nn.Linear(hidden_size, 1)
-        self.hidden_sizes = sizes[1:]
+        self.hidden_size, self.num_layers = hidden_size, num_layers
 
     def initial_state(self, theta: Tensor) -> LSTMState:
         """Zero hidden and cell states, one row per coordinate of ``theta``."""
-        return _zeros_state(self.hidden_sizes, theta.numel(), theta)
+        zeros = theta.new_zeros(self.num_layers, theta.numel(), self.hidden_size)
+        return [(zeros, zeros.clone())]
 
     def features(self, grad: Tensor) -> Tensor:
         if self.preprocess_p is None:
@@ -123,9 +131,25 @@ class CoordinateWiseLSTM(nn.Module):
         return self.output_scale * self.head(hidden).squeeze(-1)
 
     def forward(self, grad: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
-        """The update for a flat gradient ``[n]`` and the next state."""
-        hidden, state = _run_cells(self.cells, self.features(grad), state)
-        return self.readout(hidden, grad), state
+        """The update for a flat gradient ``[n]`` and the next state.
+
+        Without a graph (evaluation) the coordinates go through in chunks of ``EVAL_CHUNK``: the step
+        is memory-bound, and a chunk whose state fits in the CPU's cache runs about 1.6 times faster
+        per coordinate than 600 MLPs' worth at once. The result is the same, coordinate by coordinate.
+        """
+        ((h, c),) = state
+        x = self.features(grad).unsqueeze(0)
+        if torch.is_grad_enabled() or grad.numel() <= EVAL_CHUNK:
+            out, (h, c) = self.lstm(x, (h, c))
+            return self.readout(out[0], grad), [(h, c)]
+        updates, hs, cs = [], [], []
+        for start in range(0, grad.numel(), EVAL_CHUNK):
+            part = slice(start, start + EVAL_CHUNK)
+            out, (h_part, c_part) = self.lstm(x[:, part], (h[:, part], c[:, part]))
+            updates.append(self.readout(out[0], grad[part]))
+            hs.append(h_part)
+            cs.append(c_part)
+        return torch.cat(updates), [(torch.cat(hs, 1), torch.cat(cs, 1))]
 
     def step(self, theta: Tensor, grad: Tensor, loss: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         update, state = self(grad, state)

@@ -137,7 +137,7 @@ def test_lstm_optimizer_with_fixed_output_is_sgd_on_an_mlp() -> None:
         theta, state = out.theta, out.state
         assert out.losses.item() == pytest.approx(expected_losses[step], rel=1e-6)
         torch.testing.assert_close(theta.detach(), expected_params[step], rtol=1e-6, atol=1e-7)
-    assert len(state) == 2 and state[0][0].shape == (len(flat), 20)
+    assert len(state) == 1 and state[0][0].shape == (2, len(flat), 20)
 
 
 def test_lstm_optimizer_with_fixed_output_is_sgd_on_a_batch_of_quadratics() -> None:
@@ -166,6 +166,54 @@ def test_lstm_optimizer_is_coordinatewise_with_shared_weights() -> None:
     torch.testing.assert_close(together, torch.cat(alone))
     swapped, _ = rule(grads.flip(0), rule.initial_state(grads))
     torch.testing.assert_close(swapped, together.flip(0))
+
+
+def test_lstm_optimizer_stack_equals_a_chain_of_lstm_cells_and_starts_from_their_weights() -> None:
+    """The fused ``nn.LSTM`` step is the paper's two stacked cells: same updates, same gradients, same init."""
+    torch.manual_seed(0)
+    rule = CoordinateWiseLSTM(output_scale=0.1).double()
+    torch.manual_seed(0)
+    cells = nn.ModuleList([nn.LSTMCell(2, 20), nn.LSTMCell(20, 20)]).double()
+    stacked = [p for cell in cells for p in cell.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(rule.lstm.parameters(), stacked, strict=True)), "same initial weights"
+    head = rule.head
+    grads = torch.randn(3, 50, dtype=torch.float64) * torch.logspace(-6, 1, 50, dtype=torch.float64)
+    state = rule.initial_state(grads[0])
+    chain = [(torch.zeros(50, 20, dtype=torch.float64), torch.zeros(50, 20, dtype=torch.float64))] * 2
+    fused_total = chained_total = torch.zeros((), dtype=torch.float64)
+    for g in grads:
+        update, state = rule(g, state)
+        x = rule.features(g)
+        new_chain = []
+        for cell, hc in zip(cells, chain, strict=True):
+            h, c = cell(x, hc)
+            new_chain.append((h, c))
+            x = h
+        chain = new_chain
+        expected = 0.1 * head(x).squeeze(-1)
+        torch.testing.assert_close(update, expected, rtol=1e-12, atol=1e-14)
+        fused_total, chained_total = fused_total + update.sum(), chained_total + expected.sum()
+    fused_grads = torch.autograd.grad(fused_total, list(rule.lstm.parameters()))
+    chained_grads = torch.autograd.grad(chained_total, stacked)
+    for a, b in zip(fused_grads, chained_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_lstm_optimizer_without_a_graph_runs_in_chunks_with_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    from metabench.reproductions import update_rules
+
+    torch.manual_seed(0)
+    rule = CoordinateWiseLSTM(output_scale=0.1).double()
+    grads = torch.randn(2, 37, dtype=torch.float64)
+    whole_state = chunked_state = rule.initial_state(grads[0])
+    monkeypatch.setattr(update_rules, "EVAL_CHUNK", 10)
+    for g in grads:
+        whole, whole_state = rule(g, whole_state)  # grad mode: one call
+        with torch.no_grad():
+            chunked, chunked_state = rule(g, chunked_state)  # four chunks of at most 10
+        torch.testing.assert_close(chunked, whole.detach(), rtol=1e-12, atol=1e-14)
+    for a, b in zip(chunked_state[0], whole_state[0], strict=True):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-14)
 
 
 def test_meta_gradient_reaches_the_lstm_only_within_a_segment() -> None:
