@@ -158,6 +158,10 @@ class Profile:
     clip_grad_norm: float | None = None
     #: keep the weights of the best validation point and restore them before testing (needs val_part)
     early_stopping: bool = False
+    #: smoke only: the part on which the contract suite checks that learning happened, when it is not the
+    #: test part (a generalisation benchmark, whose test tasks come from a distribution the model never
+    #: trained on: whether it transfers is the claim under test, not the path the smoke run proves)
+    learning_part: str | None = None
     model: dict[str, Any] = field(default_factory=dict)
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -455,9 +459,12 @@ def _parse_profile(name: str, table: _Table, reported: Reported | None, componen
         steps_per_batch=table.positive("steps_per_batch", 1),
         clip_grad_norm=table.get("clip_grad_norm", float, None),
         early_stopping=table.get("early_stopping", bool, False),
+        learning_part=table.get("learning_part", str, None),
         model=dict(model),
     )
     table.reject_unread()
+    if profile.learning_part is not None and name != "smoke":
+        raise table._fail("learning_part", "only a smoke profile names the part its learning check runs on")
     if profile.early_stopping and not profile.val_part:
         raise table._fail("early_stopping", "needs a val_part to choose the best model on")
     if profile.clip_grad_norm is not None and profile.clip_grad_norm <= 0:

@@ -73,6 +73,7 @@ def mutate(path: list[Any], value: Any = None, delete: bool = False) -> dict[str
         (mutate(["benchmarks", 0, "profiles", "quick", "tset_episodes"], 600), "quick.tset_episodes: unknown key"),
         (mutate(["benchmarks", 0, "profiles", "turbo"], {}), "profiles.turbo: unknown profile"),
         (mutate(["profiles", "smoke", "min_above_chance"], delete=True), "smoke.min_above_chance: missing"),
+        (mutate(["benchmarks", 0, "profiles", "quick", "learning_part"], "train"), "quick.learning_part: only a smoke"),
         (mutate(["profiles", "paper", "optimizer"], "lbfgs"), "paper.optimizer: 'lbfgs' is not one of"),
         (mutate(["benchmarks"], []), "protonet.toml.benchmarks: empty"),
         (mutate(["key"], "protonets"), "differs from the file name"),
