@@ -436,6 +436,11 @@ def bench_speed(
         )
     out.print(table)
     out.print(f"engine path chosen by auto on {report['device']}: {report['auto_path']}")
+    for c in report["against_libraries"]:
+        out.print(
+            f"{c['order']} order, {c['engine']} against {c['library']}: {c['speed']:.2f}x its speed, "
+            f"{c['memory']:.2f}x its peak memory"
+        )
     if json_output is not None:
         json_output.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 

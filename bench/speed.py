@@ -16,11 +16,14 @@ during the steps (``step_memory_mb``): that rise is what a meta-iteration itself
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import resource
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,13 +124,35 @@ def _native_conv4(setting: Setting) -> torch.nn.Module:
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, setting.ways))
 
 
+def _learn2learn_maml() -> Any:
+    """learn2learn's ``MAML`` class (an optional comparison, never a dependency).
+
+    Importing the ``learn2learn`` package also imports its vision and gym extras, which need torchvision
+    and gym; torchvision has no CPU-only wheel on PyPI, and a CUDA one fails to import beside a CPU torch.
+    The MAML loop itself needs neither (``learn2learn.algorithms.maml`` imports only torch and
+    ``learn2learn.utils``), so where the package import fails that module is loaded on its own.
+    """
+    try:
+        import learn2learn
+
+        return learn2learn.algorithms.MAML
+    except (ImportError, RuntimeError) as error:
+        found = importlib.util.find_spec("learn2learn")
+        if found is None or not found.submodule_search_locations:
+            raise ImportError("learn2learn is not installed", name="learn2learn") from error
+        root = Path(next(iter(found.submodule_search_locations)))
+        for name, folder in (("learn2learn", root), ("learn2learn.algorithms", root / "algorithms")):
+            package = types.ModuleType(name)
+            package.__path__ = [str(folder)]
+            sys.modules[name] = package
+        return importlib.import_module("learn2learn.algorithms.maml").MAML
+
+
 def _library_step(library: str, first_order: bool, setting: Setting, device: torch.device) -> Callable[[], None]:
     model = _native_conv4(setting).to(device)
     xs, y, xq, yq = _batch(setting, device)
     if library == "learn2learn":
-        import learn2learn as l2l  # optional comparison
-
-        maml = l2l.algorithms.MAML(model, lr=0.4, first_order=first_order)
+        maml = _learn2learn_maml()(model, lr=0.4, first_order=first_order)
         optimizer = torch.optim.Adam(maml.parameters(), lr=1e-3)
 
         def step() -> None:
@@ -232,15 +257,42 @@ def run_all(setting: Setting, configs: tuple[str, ...] = CONFIGS) -> dict[str, A
             row["gflops"] = row["gflop_per_iteration"] * row["iterations_per_second"]
         if "gflops" in row:
             row["fraction_of_matmul"] = row["gflops"] * 1e9 / rate
-    auto = "batched" if device.type == "cuda" else "loop"
-    return {
+    from metabench.inner import resolve_path
+
+    report = {
         "device": str(device),
         "cpu_threads": torch.get_num_threads(),
         "matmul_gflops": rate / 1e9,
         "setting": setting.__dict__,
-        "auto_path": auto,
+        "auto_path": resolve_path("auto", device),
         "rows": rows,
     }
+    report["against_libraries"] = against_libraries(report)
+    return report
+
+
+def against_libraries(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The path ``auto`` picks against each library loop measured in the same run, per order: the
+    library's speed and peak memory as ratios (``speed > 1``: the engine is faster; ``memory < 1``: the
+    engine peaks lower)."""
+    rows = {r["config"]: r for r in report["rows"] if "skipped" not in r}
+    out = []
+    for order in ("second", "first"):
+        engine = rows.get(f"engine-{report['auto_path']}/{order}")
+        for library in ("learn2learn", "higher"):
+            other = rows.get(f"{library}/{order}")
+            if engine is None or other is None:
+                continue
+            out.append(
+                {
+                    "order": order,
+                    "engine": f"engine-{report['auto_path']}",
+                    "library": library,
+                    "speed": engine["iterations_per_second"] / other["iterations_per_second"],
+                    "memory": engine["peak_memory_mb"] / other["peak_memory_mb"],
+                }
+            )
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

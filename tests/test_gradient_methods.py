@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -297,6 +298,51 @@ def test_speed_measurement_reports_rates_flops_and_memory() -> None:
         import learn2learn  # noqa: F401
     except ImportError:
         assert missing["skipped"].startswith("not installed")
+
+
+def test_learn2learn_maml_loads_alone_when_the_package_import_breaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """learn2learn's package import pulls in torchvision, which fails beside a CPU torch; its MAML module does not."""
+    from metabench.speed import _learn2learn_maml
+
+    package = tmp_path / "learn2learn"
+    (package / "algorithms").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    (package / "algorithms" / "__init__.py").write_text("import torchvision_is_missing\n")
+    (package / "utils.py").write_text("def clone_module(m):\n    return m\n")
+    (package / "algorithms" / "maml.py").write_text(
+        "from learn2learn.utils import clone_module\n\nclass MAML:\n    clone = staticmethod(clone_module)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [n for n in sys.modules if n.split(".")[0] == "learn2learn"]:
+        monkeypatch.delitem(sys.modules, name)
+    try:
+        maml = _learn2learn_maml()
+        assert maml.__module__ == "learn2learn.algorithms.maml" and maml.clone(3) == 3
+    finally:
+        for name in [n for n in sys.modules if n.split(".")[0] == "learn2learn"]:
+            del sys.modules[name]
+
+
+def test_speed_report_compares_the_auto_path_with_each_library_as_ratios() -> None:
+    from metabench.speed import against_libraries
+
+    def row(config: str, rate: float, peak: float) -> dict[str, object]:
+        return {"config": config, "iterations_per_second": rate, "peak_memory_mb": peak}
+
+    report = {
+        "auto_path": "loop",
+        "rows": [
+            row("engine-loop/second", 3.0, 400.0),
+            row("engine-batched/second", 6.0, 800.0),
+            row("learn2learn/second", 2.0, 500.0),
+            {"config": "higher/second", "skipped": "not installed (higher)"},
+        ],
+    }
+    (only,) = against_libraries(report)
+    assert only["library"] == "learn2learn" and only["engine"] == "engine-loop" and only["order"] == "second"
+    assert only["speed"] == pytest.approx(1.5) and only["memory"] == pytest.approx(0.8)
 
 
 @pytest.mark.parametrize("mode", ["per-step", "per-parameter"])
