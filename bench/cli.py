@@ -399,8 +399,13 @@ def check(
 def bench_speed(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     meta_batch: Annotated[int, typer.Option(help="Tasks per meta-iteration.")] = 32,
-    iterations: Annotated[int, typer.Option(help="Timed meta-iterations per configuration (after 1 warm-up).")] = 5,
+    iterations: Annotated[
+        int, typer.Option(help="Timed meta-iterations per configuration (after 1 warm-up); the median one counts.")
+    ] = 10,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Rounds over every configuration; each row is its median round.")
+    ] = 3,
     json_output: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
 ) -> None:
     """Speed of MAML's inner loop (Omniglot 5w1s, conv-4): each engine path, first and second order, and
@@ -410,16 +415,19 @@ def bench_speed(
 
     from metabench.speed import Setting, run_all
 
-    report = run_all(Setting(device=device, meta_batch=meta_batch, iterations=iterations, threads=threads))
+    report = run_all(
+        Setting(device=device, meta_batch=meta_batch, iterations=iterations, threads=threads, repeats=repeats)
+    )
     rows = report["rows"]
     reference = next((r for r in rows if r["config"] == "engine-loop/second" and "skipped" not in r), None)
     table = Table(
         title=f"MAML Omniglot 5w1s, meta-batch {meta_batch}, on {report['device']} "
-        f"({report['cpu_threads']} threads; float32 matmul {report['matmul_gflops']:.1f} GFLOP/s)"
+        f"({report['cpu_threads']} threads; float32 matmul {report['matmul_gflops']:.1f} GFLOP/s; "
+        f"median of {repeats} rounds)"
     )
     columns = ("configuration", "meta-it/s", "x per-task loop", "GFLOP/s", "of matmul", "peak MiB", "step MiB")
     for column in columns:
-        table.add_column(column, justify="left" if column == "configuration" else "right")
+        table.add_column(column, justify="left" if column == "configuration" else "right", no_wrap=True)
     for row in rows:
         if "skipped" in row:
             table.add_row(row["config"], f"[yellow]{row['skipped']}[/]", "", "", "", "", "")
@@ -437,8 +445,9 @@ def bench_speed(
     out.print(table)
     out.print(f"engine path chosen by auto on {report['device']}: {report['auto_path']}")
     for c in report["against_libraries"]:
+        how = f"median of {iterations} alternating rounds" if c["speed_kind"] == "paired" else "separate processes"
         out.print(
-            f"{c['order']} order, {c['engine']} against {c['library']}: {c['speed']:.2f}x its speed, "
+            f"{c['order']} order, {c['engine']} against {c['library']}: {c['speed']:.2f}x its speed ({how}), "
             f"{c['memory']:.2f}x its peak memory"
         )
     if json_output is not None:

@@ -9,10 +9,12 @@ compute the same thing:
              unless ``first_order`` detaches the inner gradients. On a GPU this removes the per-task
              launch overhead that dominates small models.
 ``loop``     a plain Python loop over tasks with ``torch.autograd.grad(create_graph=...)``: the
-             reference the tests prove ``batched`` equal to, and the faster path on a CPU, where
-             batched (grouped) convolutions are slower than one convolution per task.
+             reference the tests prove ``batched`` equal to, and the path with the least memory
+             (:func:`task_by_task` frees each task's graph as a hand-written loop does).
 
-``auto`` picks ``batched`` on CUDA and ``loop`` elsewhere (see the README's speed table).
+``auto`` picks ``batched`` on CUDA and ``loop`` elsewhere: on a CPU the loop runs at learn2learn's
+speed with its memory, while ``batched`` is faster but holds the whole meta-batch's graph (the README's
+speed table).
 
 Inner optimisers: plain gradient descent with one learning rate per step, or per step and per
 parameter (tensors, possibly learnable); or Adam (Reptile's inner optimiser, ``beta1 = 0`` in its
@@ -29,8 +31,9 @@ every parameter at the centre.
 
 Normalisation: torch 2.13's native ``batch_norm`` and ``layer_norm`` give wrong *second-order*
 gradients under ``vmap`` on the CPU (about 2e-2 off on Conv-4), while the same normalisation written
-from elementary tensor operations is exact. :class:`Norm` is that elementary version; the batched
-second-order path refuses models that contain the native layers (:func:`check_model`).
+from elementary tensor operations is exact. :class:`Norm` takes the elementary form under ``torch.func``
+transforms and torch's fused kernel elsewhere (exact there, and far cheaper); the batched second-order
+path refuses models that contain the native layers (:func:`check_model`).
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
@@ -55,7 +59,12 @@ NATIVE_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
 class Norm(nn.Module):
-    """Batch normalisation over all axes but the channel axis (1), from elementary tensor operations.
+    """Batch normalisation over all axes but the channel axis (1), exact to second order everywhere.
+
+    Under a ``torch.func`` transform it is written from elementary tensor operations (the native kernel's
+    second-order gradients under ``vmap`` are wrong in torch 2.13); elsewhere (the per-task loop, plain
+    forward passes) it calls torch's fused ``batch_norm``, whose double backward is right there and which is
+    several times cheaper for small networks. The tests hold the two forms equal in float64.
 
     ``mode = "batch"`` always normalises with the statistics of the batch it sees: at test time that is
     the task's own examples (MAML's TensorFlow code, hence "transductive"). ``mode = "running"`` uses
@@ -80,6 +89,19 @@ class Norm(nn.Module):
         self.collect = False
 
     def forward(self, x: Tensor) -> Tensor:
+        use_running = self.mode == "running" and not self.training and not self.collect
+        if not self.collect and not _under_functorch() and (use_running or x.numel() > x.shape[1]):
+            # Outside torch.func transforms torch's fused kernel is exact to any order and one op instead of
+            # about ten, which is most of a small network's time on the per-task loop path.
+            return F.batch_norm(
+                x,
+                self.running_mean if use_running else None,
+                self.running_var if use_running else None,
+                self.weight,
+                self.bias,
+                training=not use_running,
+                eps=self.eps,
+            )
         shape = [1, -1] + [1] * (x.dim() - 2)
         axes = [0, *range(2, x.dim())]
         if self.mode == "running" and not self.training and not self.collect:
@@ -96,6 +118,12 @@ class Norm(nn.Module):
                     self.running_var.lerp_(unbiased, self.momentum)
             return centred / torch.sqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
         return (x - mean) / torch.sqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+
+
+def _under_functorch() -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``) is running: there :class:`Norm` must use its
+    elementary form, because the native kernel's second-order gradients under ``vmap`` are wrong."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
 
 
 def collect_running_stats(model: nn.Module, inputs: Tensor) -> None:
@@ -222,6 +250,7 @@ def adapt(
     adam_state: tuple[Params, Params, int] | None = None,
     buffers: Params | None = None,
     prior: Prior | None = None,
+    task_axis: bool = True,
 ) -> tuple[Params, InnerState]:
     """Each task's parameters after ``steps`` inner steps on its support set: ``{name: [B, ...]}``.
 
@@ -232,10 +261,15 @@ def adapt(
     starting state (moments like ``params``, step count ``t``). With ``steps = 0`` every task keeps
     ``params``, expanded along the task axis. ``prior`` makes every step a proximal step toward its
     centre (MAP adaptation under a Gaussian prior; see the module notes).
+
+    ``task_axis = False`` adapts one task given without the task axis (``support_x [n, ...]``,
+    ``batches [steps, m]``) on the per-task loop and returns its parameters without one: a caller that
+    loops over tasks itself (:func:`task_by_task`) then adds no stacking and slicing to every graph.
     """
+    if not task_axis and path == "batched":
+        raise ValueError("one task without a task axis is adapted on the loop path, not the batched one")
     tasks = support_x.shape[0]
-    buffers = dict(buffers) if buffers is not None else dict(model.named_buffers())
-    chosen = resolve_path(path, support_x.device)
+    chosen = "loop" if not task_axis else resolve_path(path, support_x.device)
     check_model(model, chosen, first_order)
     if isinstance(lr, Adam):
         if adam_state is None:
@@ -248,7 +282,7 @@ def adapt(
             raise ValueError(f"{len(rates)} inner learning rates for {steps} steps")
 
     def task_loss(p: Params, x: Tensor, y: Tensor) -> Tensor:
-        return loss_fn(functional_call(model, (p, buffers), (x,)), y)
+        return loss_fn(call(model, p, buffers, x), y)
 
     def run_task(
         p: Params, x: Tensor, y: Tensor, idx: Tensor | None, differentiate: Callable[[Params, Tensor, Tensor], Params]
@@ -293,6 +327,9 @@ def adapt(
         g = torch.autograd.grad(loss, list(needs.values()), create_graph=create)
         return dict(zip(needs, g, strict=True))
 
+    if not task_axis:
+        with torch.enable_grad():
+            return run_task(params, support_x, support_y, batches, differentiate_loop)
     per_task: list[Params] = []
     states: list[InnerState] = []
     with torch.enable_grad():
@@ -318,39 +355,66 @@ def task_by_task(meta: Sequence[Tensor], tasks: int, task_loss: Callable[[int], 
     its ``.backward()``, so peak memory grows with the meta-batch (about 7 MiB per Omniglot task for
     second-order MAML). Here each task's graph is differentiated and freed as soon as its loss exists,
     as a hand-written per-task loop with ``backward()`` inside does. The returned tensor has the mean's
-    value, and its ``.backward()`` puts exactly the accumulated gradient on ``meta`` (through the
-    surrogate ``sum(m * g) - sum(m * g).detach()``), so a caller's optimiser step is unchanged.
+    value, and its ``.backward()`` puts exactly the accumulated gradient on ``meta``, so a caller's
+    optimiser step is unchanged. The first task's gradients are the accumulators: no extra copy of the
+    parameters is held.
     """
     meta = [m for m in meta if m.requires_grad]
-    total = [torch.zeros_like(m) for m in meta]
+    total: list[Tensor | None] = [None] * len(meta)
     value = torch.zeros(())
     for i in range(tasks):
         loss = task_loss(i) / tasks
         grads = torch.autograd.grad(loss, meta, allow_unused=True) if meta and loss.requires_grad else ()
-        for acc, g in zip(total, grads, strict=False):
-            if g is not None:
-                acc += g
+        accumulators, addends = [], []
+        for j, g in enumerate(grads):
+            if g is None:
+                continue
+            acc = total[j]
+            if acc is None:
+                total[j] = g  # a new tensor from autograd.grad, ours to add into
+            else:
+                accumulators.append(acc)
+                addends.append(g)
+        if accumulators:
+            torch._foreach_add_(accumulators, addends)
         value = value.to(loss.device) + loss.detach()
-    surrogate = sum(((m * g).sum() for m, g in zip(meta, total, strict=True)), value.new_zeros(()))
-    return value + surrogate - surrogate.detach()
+    return _PrecomputedGradient.apply(value, tuple(total), *meta)
+
+
+class _PrecomputedGradient(torch.autograd.Function):
+    """The identity on a loss value, whose backward hands each of ``meta`` its precomputed gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, value: Tensor, grads: tuple[Tensor | None, ...], *meta: Tensor) -> Tensor:
+        ctx.grads = grads
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx: Any, out: Tensor) -> tuple[Tensor | None, ...]:
+        return (None, None, *(None if g is None else out * g for g in ctx.grads))
+
+
+def call(model: nn.Module, params: Params, buffers: Params | None, x: Tensor) -> Tensor:
+    """``model(x)`` with ``params`` (and ``buffers``, when given) in place of its own.
+
+    The module's own buffers are used where none are given, and weight tying is not checked (no network
+    here ties weights): both cut per-call Python work that dominates a small network on the per-task loop.
+    """
+    return functional_call(model, params if buffers is None else {**buffers, **params}, (x,), tie_weights=False)
 
 
 def batched_forward(model: nn.Module, adapted: Params, x: Tensor, buffers: Params | None = None) -> Tensor:
     """Each task's model (its adapted parameters ``[B, ...]``) applied to its inputs ``x [B, n, ...]``."""
-    buffers = dict(buffers) if buffers is not None else dict(model.named_buffers())
 
     def one(p: Params, xs: Tensor) -> Tensor:
-        return functional_call(model, (p, buffers), (xs,))
+        return call(model, p, buffers, xs)
 
     return vmap(one)(adapted, x)
 
 
 def looped_forward(model: nn.Module, adapted: Params, x: Tensor, buffers: Params | None = None) -> Tensor:
     """The reference for :func:`batched_forward`: one ``functional_call`` per task."""
-    buffers = dict(buffers) if buffers is not None else dict(model.named_buffers())
-    return torch.stack(
-        [functional_call(model, ({k: t[i] for k, t in adapted.items()}, buffers), (x[i],)) for i in range(x.shape[0])]
-    )
+    return torch.stack([call(model, {k: t[i] for k, t in adapted.items()}, buffers, x[i]) for i in range(x.shape[0])])
 
 
 def forward(model: nn.Module, adapted: Params, x: Tensor, path: Path = "auto") -> Tensor:

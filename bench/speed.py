@@ -1,7 +1,8 @@
 """Speed of the inner-loop engine: ``metabench bench`` (a benchmark command, never a timed test).
 
 For MAML on Omniglot 5-way 1-shot (conv-4, 64 filters, strided) with a meta-batch of 32 it measures,
-for each engine path and for second- and first-order MAML: meta-iterations per second, the achieved
+for each engine path and for second- and first-order MAML: meta-iterations per second (from the median
+iteration, which one slowed by the machine's other work does not move), the achieved
 GFLOP/s (the FLOPs of one meta-iteration counted by ``torch.utils.flop_counter``, divided by its time)
 as a fraction of the machine's float32 matmul rate measured in the same run, and the peak memory. (The
 flop counter miscounts vmap'd convolutions, so both paths are credited with the per-task loop's count.) When
@@ -20,6 +21,7 @@ import importlib
 import importlib.util
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -51,8 +53,10 @@ class Setting:
     meta_batch: int = 32
     ways: int = 5
     shots: int = 1
-    iterations: int = 5
+    iterations: int = 10
     warmup: int = 1
+    #: rounds over every configuration; each configuration's row is its median round
+    repeats: int = 3
     threads: int = 0
 
 
@@ -183,6 +187,13 @@ def _library_step(library: str, first_order: bool, setting: Setting, device: tor
     return higher_step
 
 
+def _step_of(config: str, setting: Setting, device: torch.device) -> Callable[[], None]:
+    kind, order = config.split("/")
+    if kind.startswith("engine-"):
+        return _engine_step(kind.removeprefix("engine-"), order == "first", setting, device)
+    return _library_step(kind, order == "first", setting, device)
+
+
 def measure(config: str, setting: Setting) -> dict[str, Any]:
     """One configuration in this process: iterations/s, FLOPs per iteration, GFLOP/s and peak memory."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -190,13 +201,8 @@ def measure(config: str, setting: Setting) -> dict[str, Any]:
     if setting.threads:
         torch.set_num_threads(setting.threads)
     device = torch.device(setting.device)
-    kind, order = config.split("/")
-    first_order = order == "first"
     try:
-        if kind.startswith("engine-"):
-            step = _engine_step(kind.removeprefix("engine-"), first_order, setting, device)
-        else:
-            step = _library_step(kind, first_order, setting, device)
+        step = _step_of(config, setting, device)
     except ImportError as error:
         return {"config": config, "skipped": f"not installed ({error.name})"}
     _sync(device)
@@ -206,19 +212,24 @@ def measure(config: str, setting: Setting) -> dict[str, Any]:
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
+    times = []
     for _ in range(setting.iterations):
+        started = time.perf_counter()
         step()
-    _sync(device)
-    seconds = (time.perf_counter() - started) / setting.iterations
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step()
-    flops = counter.get_total_flops()
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    # The median iteration: a shared machine's other work slows some iterations by a lot, and a mean
+    # lets one of them decide a comparison between configurations measured minutes apart.
+    seconds = statistics.median(times)
+    # The peak of the meta-iterations themselves, before the flop counter's own bookkeeping adds to it.
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    flops = counter.get_total_flops()
     return {
         "config": config,
         "iterations_per_second": 1.0 / seconds,
@@ -231,22 +242,75 @@ def measure(config: str, setting: Setting) -> dict[str, Any]:
     }
 
 
+def paired(configs: list[str], setting: Setting) -> dict[str, Any]:
+    """Configurations timed in one process, one meta-iteration of each in turn, ``iterations`` rounds.
+
+    Why: on a shared machine the speed of separate processes drifts by half or more between minutes,
+    which decides a comparison of configurations that differ by a few percent. Alternating them puts
+    each round's slow spells on all of them alike; the speed of ``configs[0]`` against each other is
+    the median over rounds of their time ratio. (Memory is not measured here: see :func:`measure`.)
+    """
+    if setting.threads:
+        torch.set_num_threads(setting.threads)
+    device = torch.device(setting.device)
+    steps = {config: _step_of(config, setting, device) for config in configs}
+    for step in steps.values():
+        for _ in range(setting.warmup):
+            step()
+    seconds: dict[str, list[float]] = {config: [] for config in configs}
+    for _ in range(setting.iterations):
+        for config, step in steps.items():
+            _sync(device)
+            started = time.perf_counter()
+            step()
+            _sync(device)
+            seconds[config].append(time.perf_counter() - started)
+    first = configs[0]
+    ratios = {
+        other: statistics.median(b / a for a, b in zip(seconds[first], seconds[other], strict=True))
+        for other in configs[1:]
+    }
+    return {"configs": configs, "seconds": seconds, "speed_of_first": ratios}
+
+
+def _measure_in_subprocess(config: str, setting: Setting, *, pair: bool = False) -> dict[str, Any]:
+    """``measure`` (or, with ``pair``, :func:`paired` over the comma-separated ``config``) in a fresh process."""
+    args = [sys.executable, "-m", "metabench.speed", "--paired" if pair else "--one", config]
+    args += ["--device", setting.device, "--meta-batch", str(setting.meta_batch)]
+    args += ["--iterations", str(setting.iterations), "--threads", str(setting.threads)]
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"config": config, "skipped": f"failed: {done.stderr.strip().splitlines()[-1:]}"}
+    row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return row
+
+
+def _median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One configuration's rounds as one row: the round of median speed, with the median peak memory and
+    every round's rate kept (``rounds``)."""
+    if "skipped" in runs[-1]:
+        return runs[-1]
+    rates = sorted(runs, key=lambda r: r["iterations_per_second"])
+    row = dict(rates[(len(rates) - 1) // 2])
+    for key in ("peak_memory_mb", "setup_memory_mb", "step_memory_mb"):
+        row[key] = statistics.median(r[key] for r in runs)
+    row["rounds"] = [r["iterations_per_second"] for r in runs]
+    return row
+
+
 def run_all(setting: Setting, configs: tuple[str, ...] = CONFIGS) -> dict[str, Any]:
     """Every configuration in its own subprocess, plus the matmul rate, as one report."""
     device = torch.device(setting.device)
     if setting.threads:
         torch.set_num_threads(setting.threads)
     rate = matmul_rate(device)
-    rows: list[dict[str, Any]] = []
-    for config in configs:
-        args = [sys.executable, "-m", "metabench.speed", "--one", config, "--device", setting.device]
-        args += ["--meta-batch", str(setting.meta_batch), "--iterations", str(setting.iterations)]
-        args += ["--threads", str(setting.threads)]
-        done = subprocess.run(args, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            rows.append({"config": config, "skipped": f"failed: {done.stderr.strip().splitlines()[-1:]}"})
-            continue
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    measured: dict[str, list[dict[str, Any]]] = {config: [] for config in configs}
+    for _ in range(setting.repeats):  # rounds over every configuration, so a slow spell hits all of them alike
+        for config in configs:
+            if measured[config] and "skipped" in measured[config][-1]:
+                continue
+            measured[config].append(_measure_in_subprocess(config, setting))
+    rows = [_median_row(runs) for runs in measured.values()]
     # torch's flop counter miscounts convolutions under vmap (it reports more than the matmul peak), so the
     # batched path is credited with the FLOPs the per-task loop counts for the same computation.
     counted = {r["config"]: r for r in rows if "gflops" in r}
@@ -267,28 +331,41 @@ def run_all(setting: Setting, configs: tuple[str, ...] = CONFIGS) -> dict[str, A
         "auto_path": resolve_path("auto", device),
         "rows": rows,
     }
+    report["paired"] = {}
+    for order in ("second", "first"):
+        engine = f"engine-{report['auto_path']}/{order}"
+        present = [r["config"] for r in rows if "skipped" not in r]
+        libraries = [f"{library}/{order}" for library in ("learn2learn", "higher") if f"{library}/{order}" in present]
+        if engine in present and libraries:
+            report["paired"][order] = _measure_in_subprocess(",".join([engine, *libraries]), setting, pair=True)
     report["against_libraries"] = against_libraries(report)
     return report
 
 
 def against_libraries(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The path ``auto`` picks against each library loop measured in the same run, per order: the
-    library's speed and peak memory as ratios (``speed > 1``: the engine is faster; ``memory < 1``: the
-    engine peaks lower)."""
+    """The path ``auto`` picks against each library loop measured in the same run, per order: speed and
+    peak memory as ratios (``speed > 1``: the engine is faster; ``memory < 1``: the engine peaks lower).
+
+    Speed comes from the paired, alternating measurement where there is one (``speed_kind`` says which),
+    else from the separate processes' rates; memory always from the separate processes.
+    """
     rows = {r["config"]: r for r in report["rows"] if "skipped" not in r}
     out = []
     for order in ("second", "first"):
         engine = rows.get(f"engine-{report['auto_path']}/{order}")
+        pair = report.get("paired", {}).get(order, {}).get("speed_of_first", {})
         for library in ("learn2learn", "higher"):
             other = rows.get(f"{library}/{order}")
             if engine is None or other is None:
                 continue
+            paired_speed = pair.get(f"{library}/{order}")
             out.append(
                 {
                     "order": order,
                     "engine": f"engine-{report['auto_path']}",
                     "library": library,
-                    "speed": engine["iterations_per_second"] / other["iterations_per_second"],
+                    "speed": paired_speed or engine["iterations_per_second"] / other["iterations_per_second"],
+                    "speed_kind": "paired" if paired_speed else "separate",
                     "memory": engine["peak_memory_mb"] / other["peak_memory_mb"],
                 }
             )
@@ -298,16 +375,25 @@ def against_libraries(report: dict[str, Any]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> None:
     """Subprocess entry: ``python -m metabench.speed --one CONFIG`` prints one JSON line."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--one", required=True, choices=CONFIGS)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--one", choices=CONFIGS)
+    which.add_argument("--paired", help="comma-separated configurations, timed in turn in this process")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--meta-batch", type=int, default=32)
-    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0)
     options = parser.parse_args(argv)
     setting = Setting(
         device=options.device, meta_batch=options.meta_batch, iterations=options.iterations, threads=options.threads
     )
-    print(json.dumps(measure(options.one, setting)))
+    if options.paired:
+        configs = options.paired.split(",")
+        unknown = [c for c in configs if c not in CONFIGS]
+        if unknown:
+            parser.error(f"unknown configuration {unknown[0]!r}")
+        print(json.dumps(paired(configs, setting)))
+    else:
+        print(json.dumps(measure(options.one, setting)))
 
 
 if __name__ == "__main__":

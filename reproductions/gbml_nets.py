@@ -1,7 +1,8 @@
 """The networks of the gradient-based meta-learners, built for the inner-loop engine.
 
-Every normalisation is :class:`metabench.inner.Norm` (elementary tensor operations), never torch's
-native ``BatchNorm2d``: its second-order gradients under ``vmap`` are wrong in torch 2.13 on the CPU.
+Every normalisation is :class:`metabench.inner.Norm`, never torch's ``BatchNorm2d`` module: the
+native kernel's second-order gradients under ``vmap`` are wrong in torch 2.13 on the CPU, so ``Norm``
+switches to elementary tensor operations under ``torch.func`` transforms.
 
 * ``conv4-strided``: Finn et al.'s Omniglot network (and Nichol et al.'s): four 3x3 convolutions with
   stride 2 and "same" padding, norm, ReLU; 28 -> 14 -> 7 -> 4 -> 2. MAML averages the last map over

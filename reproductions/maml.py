@@ -25,6 +25,7 @@ from metabench.episodes import EpisodeBatch
 from metabench.inner import (
     Params,
     adapt,
+    call,
     collect_running_stats,
     forward,
     meta_parameters,
@@ -117,21 +118,25 @@ class MAML(Reproduction):
             return (outputs - targets).pow(2).mean()
         return (outputs.argmax(-1) == targets).float().mean() * 100.0
 
-    def adapted(self, batch: EpisodeBatch, steps: int, *, train: bool) -> Params:
+    def adapted(self, batch: EpisodeBatch, steps: int, *, train: bool, task: int | None = None) -> Params:
+        """Every task's adapted parameters (``[B, ...]``), or with ``task`` that one task's alone, adapted
+        on the per-task loop and without the task axis."""
         hp = self.hparams
         params = meta_parameters(self.net)
         if not train:
             params = {k: p.detach() for k, p in params.items()}
+        whole = task is None
         adapted, _ = adapt(
             self.net,
             params,
-            batch.support_x,
-            batch.support_y,
+            batch.support_x if whole else batch.support_x[task],
+            batch.support_y if whole else batch.support_y[task],
             self.loss,
             steps=steps,
             lr=self.step_rates(steps, train),
             first_order=hp.first_order or not train,
-            path=hp.engine,
+            path=hp.engine if whole else "loop",
+            task_axis=whole,
         )
         return adapted
 
@@ -142,13 +147,12 @@ class MAML(Reproduction):
             seen: list[Tensor] = []
 
             def task_loss(i: int) -> Tensor:
-                task = batch.tasks(i, i + 1)
-                out = forward(self.net, self.adapted(task, hp.inner_steps, train=True), task.query_x, "loop")
+                out = call(self.net, self.adapted(batch, hp.inner_steps, train=True, task=i), None, batch.query_x[i])
                 seen.append(out.detach())
-                return self.loss(out.flatten(0, 1), task.query_y.flatten(0, 1))
+                return self.loss(out, batch.query_y[i])
 
             loss = task_by_task(list(self.parameters()), batch.size, task_loss)
-            outputs = torch.cat(seen)
+            outputs = torch.stack(seen)
         else:
             outputs = forward(self.net, self.adapted(batch, hp.inner_steps, train=True), batch.query_x, hp.engine)
             loss = self.loss(outputs.flatten(0, 1), batch.query_y.flatten(0, 1))

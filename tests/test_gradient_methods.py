@@ -342,7 +342,39 @@ def test_speed_report_compares_the_auto_path_with_each_library_as_ratios() -> No
     }
     (only,) = against_libraries(report)
     assert only["library"] == "learn2learn" and only["engine"] == "engine-loop" and only["order"] == "second"
-    assert only["speed"] == pytest.approx(1.5) and only["memory"] == pytest.approx(0.8)
+    assert only["speed"] == pytest.approx(1.5) and only["speed_kind"] == "separate"
+    assert only["memory"] == pytest.approx(0.8)
+    report["paired"] = {"second": {"speed_of_first": {"learn2learn/second": 1.1}}}
+    (only,) = against_libraries(report)
+    assert only["speed"] == pytest.approx(1.1) and only["speed_kind"] == "paired", "the alternating rounds decide"
+
+
+def test_paired_speed_times_configurations_in_turn_and_compares_the_first() -> None:
+    from metabench.speed import Setting, paired
+
+    out = paired(["engine-loop/first", "engine-batched/first"], Setting(meta_batch=2, iterations=3, warmup=0))
+    assert [len(t) for t in out["seconds"].values()] == [3, 3]
+    loop, batched = out["seconds"].values()
+    ratios = sorted(b / a for a, b in zip(loop, batched, strict=True))
+    assert out["speed_of_first"] == {"engine-batched/first": pytest.approx(ratios[1])}
+
+
+def test_speed_rounds_reduce_to_the_median_round() -> None:
+    from metabench.speed import _median_row
+
+    runs = [
+        {
+            "config": "c",
+            "iterations_per_second": rate,
+            "peak_memory_mb": peak,
+            "setup_memory_mb": 1.0,
+            "step_memory_mb": 0.0,
+        }
+        for rate, peak in ((3.0, 300.0), (1.0, 310.0), (2.0, 290.0))
+    ]
+    row = _median_row(runs)
+    assert row["iterations_per_second"] == 2.0 and row["peak_memory_mb"] == 300.0 and row["rounds"] == [3.0, 1.0, 2.0]
+    assert _median_row([{"config": "c", "skipped": "not installed (higher)"}])["skipped"].startswith("not installed")
 
 
 @pytest.mark.parametrize("mode", ["per-step", "per-parameter"])

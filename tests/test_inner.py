@@ -90,6 +90,37 @@ def test_batch_norm_model_adapts_identically_on_both_paths() -> None:
     assert max(float((a[k] - b[k]).detach().abs().max()) for k in a) < TOL
 
 
+def test_one_task_without_a_task_axis_adapts_as_it_does_in_the_batch() -> None:
+    model, (xs, ys, _, _) = _conv4(), _tasks()
+    params = meta_parameters(model)
+    whole, _ = adapt(model, params, xs, ys, F.cross_entropy, steps=2, lr=0.4, path="batched")
+    one, _ = adapt(model, params, xs[1], ys[1], F.cross_entropy, steps=2, lr=0.4, task_axis=False)
+    assert all(one[k].shape == params[k].shape for k in params)
+    assert max(float((whole[k][1] - one[k]).detach().abs().max()) for k in one) < TOL
+    with pytest.raises(ValueError, match="loop path"):
+        adapt(model, params, xs[1], ys[1], F.cross_entropy, steps=1, lr=0.4, path="batched", task_axis=False)
+
+
+def test_norm_uses_the_fused_kernel_outside_transforms_and_its_elementary_form_under_vmap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    norm = Norm(4).double()
+    x = torch.randn(6, 4, 3, 3, dtype=torch.float64)
+    calls = []
+    fused_kernel = F.batch_norm
+
+    def counting(*args: object, **kwargs: object) -> Tensor:
+        calls.append(1)
+        return fused_kernel(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(F, "batch_norm", counting)
+    fused = norm(x)
+    assert len(calls) == 1
+    elementary = torch.func.vmap(norm)(x.unsqueeze(0))[0]
+    assert len(calls) == 1, "under vmap the elementary form runs"
+    assert float((fused - elementary).abs().max()) < TOL
+
+
 def test_adam_inner_optimiser_with_minibatches_matches_reference() -> None:
     model, (xs, ys, _, _) = _conv4(), _tasks(tasks=2, shots=2)
     params = {k: p.detach() for k, p in meta_parameters(model).items()}
@@ -107,8 +138,10 @@ def test_adam_inner_optimiser_with_minibatches_matches_reference() -> None:
     assert 1e-4 < moved < 1e-2, "three Adam steps of lr 1e-3 move weights by about 3e-3 at most"
 
 
-def test_gradcheck_of_meta_gradient_through_two_inner_steps() -> None:
-    """Numerical vs analytical derivative of the query loss after adaptation, as a function of the meta-parameters."""
+@pytest.mark.parametrize("path", ["batched", "loop"])
+def test_gradcheck_of_meta_gradient_through_two_inner_steps(path: str) -> None:
+    """Numerical vs analytical derivative of the query loss after adaptation, as a function of the meta-parameters
+    (the batched path normalises with the elementary form, the loop with torch's fused kernel)."""
     torch.manual_seed(0)
     model = MLP(4, (3,), 2, norm="batch").double()
     names = [k for k, _ in model.named_parameters()]
@@ -119,8 +152,8 @@ def test_gradcheck_of_meta_gradient_through_two_inner_steps() -> None:
 
     def query_loss(*flat: Tensor) -> Tensor:
         params = dict(zip(names, flat, strict=True))
-        adapted, _ = adapt(model, params, xs, y, F.cross_entropy, steps=2, lr=0.5, path="batched")
-        return F.cross_entropy(forward(model, adapted, xq, "batched").flatten(0, 1), y.flatten())
+        adapted, _ = adapt(model, params, xs, y, F.cross_entropy, steps=2, lr=0.5, path=path)  # type: ignore[arg-type]
+        return F.cross_entropy(forward(model, adapted, xq, path).flatten(0, 1), y.flatten())  # type: ignore[arg-type]
 
     inputs = tuple(p.detach().clone().requires_grad_() for p in model.parameters())
     assert torch.autograd.gradcheck(query_loss, inputs, eps=1e-6, atol=1e-6)
