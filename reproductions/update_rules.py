@@ -136,20 +136,25 @@ class CoordinateWiseLSTM(nn.Module):
         Without a graph (evaluation) the coordinates go through in chunks of ``EVAL_CHUNK``: the step
         is memory-bound, and a chunk whose state fits in the CPU's cache runs about 1.6 times faster
         per coordinate than 600 MLPs' worth at once. The result is the same, coordinate by coordinate.
+        The state is then kept as one ``(h, c)`` pair per chunk, so no step copies the whole state
+        (for 32 MLPs, two 80 MB tensors) into new memory.
         """
-        ((h, c),) = state
         x = self.features(grad).unsqueeze(0)
         if torch.is_grad_enabled() or grad.numel() <= EVAL_CHUNK:
+            ((h, c),) = state
             out, (h, c) = self.lstm(x, (h, c))
             return self.readout(out[0], grad), [(h, c)]
-        updates, hs, cs = [], [], []
-        for start in range(0, grad.numel(), EVAL_CHUNK):
-            part = slice(start, start + EVAL_CHUNK)
-            out, (h_part, c_part) = self.lstm(x[:, part], (h[:, part], c[:, part]))
-            updates.append(self.readout(out[0], grad[part]))
-            hs.append(h_part)
-            cs.append(c_part)
-        return torch.cat(updates), [(torch.cat(hs, 1), torch.cat(cs, 1))]
+        parts = [slice(start, start + EVAL_CHUNK) for start in range(0, grad.numel(), EVAL_CHUNK)]
+        if len(state) != len(parts):  # a whole state (the initial one): cut it into the chunks' own
+            ((h, c),) = state
+            state = [(h[:, part].contiguous(), c[:, part].contiguous()) for part in parts]
+        updates = torch.empty_like(grad)
+        chunks: LSTMState = []
+        for part, (h, c) in zip(parts, state, strict=True):
+            out, (h, c) = self.lstm(x[:, part], (h, c))
+            updates[part] = self.readout(out[0], grad[part])
+            chunks.append((h, c))
+        return updates, chunks
 
     def step(self, theta: Tensor, grad: Tensor, loss: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         update, state = self(grad, state)

@@ -191,6 +191,31 @@ def test_competitors_are_tuned_on_the_validation_part_never_the_test_part(tmp_pa
     assert sorted(row[0] for row in tuning if row[3] == "True") == sorted(BASELINES), "one chosen rate each"
 
 
+def test_evaluation_runs_each_curve_once_per_problems_and_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The figures redraw what scoring ran; a cached curve never outlives the weights or the problems."""
+    from dataclasses import replace
+
+    from metabench.reproductions import learned_optimizer
+
+    torch.manual_seed(0)
+    model = small_optimizer()
+    runs: list[int] = []
+    real = learned_optimizer.run_learned
+    monkeypatch.setattr(learned_optimizer, "run_learned", lambda *a, **k: runs.append(1) or real(*a, **k))
+    family = toy_mlp_task()
+    test = family.batch(family.draw(4, torch.Generator().manual_seed(0)))
+    first = model.predict(test)
+    torch.testing.assert_close(model.predict(test), first)
+    assert len(runs) == 1, "the same problems and weights: one run"
+    # another part's problems drawn from the same seed start at the same points but score other data
+    other = replace(family, images=family.images.flip(0))
+    model.predict(other.batch(other.draw(4, torch.Generator().manual_seed(0))))
+    assert len(runs) == 2
+    with torch.no_grad():
+        model.rule.head.bias.add_(1.0)  # what an optimiser step or a restored checkpoint does to the weights
+    assert not torch.equal(model.predict(test), first) and len(runs) == 3
+
+
 def test_a_batch_without_a_tuning_part_is_refused() -> None:
     model = small_optimizer()
     batch = QuadraticTask().batch(QuadraticTask().draw(3, torch.Generator().manual_seed(0)))

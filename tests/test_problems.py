@@ -175,9 +175,9 @@ def test_the_claim_stores_every_tuned_baseline_and_the_figures(tmp_path: Path) -
 )
 def test_spec_checks_batch_boundaries_and_clipping(tmp_path: Path, edit: str, message: str) -> None:
     source = Path(metabench.load_spec("learned-optimizer").source).read_text(encoding="utf-8")
-    text = source.replace(
-        "train_episodes = 60", edit.replace("60", "61") if "train" in edit else f"train_episodes = 60\n{edit}"
-    )
+    line = "\ntrain_episodes = 60\n"  # the spec-wide smoke profile's own line
+    assert source.count(line) == 1
+    text = source.replace(line, f"\n{edit.replace('60', '61')}\n" if "train" in edit else f"{line}{edit}\n")
     spec = tmp_path / "learned-optimizer.toml"
     spec.write_text(text, encoding="utf-8")
     with pytest.raises(SpecError, match=message):

@@ -212,7 +212,12 @@ def test_lstm_optimizer_without_a_graph_runs_in_chunks_with_the_same_result(monk
         with torch.no_grad():
             chunked, chunked_state = rule(g, chunked_state)  # four chunks of at most 10
         torch.testing.assert_close(chunked, whole.detach(), rtol=1e-12, atol=1e-14)
-    for a, b in zip(chunked_state[0], whole_state[0], strict=True):
+    assert len(chunked_state) == 4, "the state is kept one pair per chunk"
+    for a, b in zip(
+        (torch.cat([h for h, _ in chunked_state], 1), torch.cat([c for _, c in chunked_state], 1)),
+        whole_state[0],
+        strict=True,
+    ):
         torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-14)
 
 
