@@ -97,10 +97,13 @@ def test_mnist_splits_train_on_the_base_network_and_test_the_variant() -> None:
     for split, (hidden, activation) in MLP_ARCHITECTURES.items():
         parts = load_parts("mnist-mlp", split, 1, download=False, progress=False)
         train, val, test = parts["train"], parts["val"], parts["test"]
-        assert (train.hidden, train.activation) == ((20,), "sigmoid")  # type: ignore[attr-defined]
-        assert (test.hidden, test.activation) == (hidden, activation) == (val.hidden, val.activation)  # type: ignore[attr-defined]
+        tuning = test.tuning  # type: ignore[attr-defined]
+        # trained and early-stopped on the base network; the variant's baselines tuned on the variant
+        assert (train.hidden, train.activation) == ((20,), "sigmoid") == (val.hidden, val.activation)  # type: ignore[attr-defined]
+        assert (test.hidden, test.activation) == (hidden, activation) == (tuning.hidden, tuning.activation)  # type: ignore[attr-defined]
         assert (train.labels.shape[0], val.labels.shape[0], test.labels.shape[0]) == (50_000, 10_000, 10_000)  # type: ignore[attr-defined]
-        assert test.tuning is val  # type: ignore[attr-defined]
+        assert torch.equal(val.images, tuning.images) and not torch.equal(val.images[:1], train.images[:1])  # type: ignore[attr-defined]
+        assert (tuning is val) == (split == "20-sigmoid") and tuning.name == "val"  # type: ignore[attr-defined]
     problems = parts["test"].freeze(ONE, 2, 0, {}).batches(parts["test"], 2)
     loss = next(problems).require()
     assert float(loss.make_loss()(loss.theta0).mean()) == pytest.approx(math.log(10), abs=0.05)
