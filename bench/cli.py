@@ -382,7 +382,10 @@ def check(
     out.print(comparing.check_table(outcome))
     failures = outcome[~outcome["passed"]]
     if failures.empty:
-        out.print(f"[green]all {len(outcome)} results pass[/]")
+        checks = f" ({len(outcome)} checks: components and competitors are checked one by one)"
+        files = outcome["path"].nunique()
+        noun = "result passes" if files == 1 else f"{files} results pass"
+        out.print(f"[green]{'the' if files == 1 else 'all'} {noun}[/]" + (checks if len(outcome) != files else ""))
         return
     for row in failures.itertuples():
         part = f" ({component_label(row.component)})" if row.component else ""

@@ -159,7 +159,10 @@ def _doctored(source: Path, target_dir: Path, **changes) -> Path:
 
 @pytest.mark.data
 def test_check_passes_good_results_and_fails_shortfalls(smoke_results: Path, tmp_path: Path) -> None:
-    assert invoke("check", str(smoke_results)).exit_code == 0
+    passed = invoke("check", str(smoke_results))
+    assert passed.exit_code == 0 and "all 2 results pass" in passed.output and "checks" not in passed.output
+    claims = invoke("check", str(Path(__file__).resolve().parents[1] / "results" / "learned-optimizer"))
+    assert claims.exit_code == 0 and "checks: components and competitors are checked one by one" in claims.output
     source = sorted(smoke_results.glob("protonet/*.json"))[0]
     floor = get_spec("protonet").benchmark("omniglot-5w1s").profile("quick").floor
     _doctored(source, tmp_path / "quick", profile="quick", summary__mean=floor - 0.5)
