@@ -9,6 +9,16 @@ All inner loops run on :mod:`metabench.inner`, on the path ``engine`` names.
 Batch norm follows ``norm``: ``batch`` normalises with the statistics of whatever batch the network
 sees, at test time too (MAML's TensorFlow code: its numbers are transductive); ``running`` keeps
 running statistics of the training queries and uses them at test.
+
+First-order MAML (issue 16's check): ``first_order`` changes one thing, the inner gradients are
+constants (the loop path takes them without ``create_graph``; the batched path detaches them), so the
+meta-gradient is the query loss's gradient at the adapted parameters. Batch norm's parameters are
+adapted and meta-learned alike on both, its statistics are the batch's on both, the test always adapts
+first-order (``first_order or not train``) for both, and the ``-fo`` benchmarks' profiles equal the
+second-order ones but for ``first_order`` (``tests/test_gradient_methods.py`` checks each). Defects
+found: none. The quick gap (87.9 vs 91.6 at 8000 episodes) is read as the first-order method's
+slower start (its validation curve trails by 11 points at 2000 episodes and by 3.6 at 8000) until a
+longer run decides it.
 """
 
 from __future__ import annotations

@@ -21,6 +21,34 @@ the write; the output is a softmax over the episode's classes of a linear map of
 usage and read weights start at zero in every episode (memory is wiped between episodes); a
 least-used tie is broken by slot order. ``memory = false`` gives the paper's LSTM baseline: the same
 controller reading ``(x_t, y_(t-1))`` with no external memory.
+
+Line-by-line check against the paper and two published re-implementations, tristandeleu/ntm-one-shot
+(``mann/model.py``, ``examples/omniglot.py``) and snowkylin/ntm (``ntm/mann_cell.py``, ``model.py``,
+``one_shot_learning.py``), issue 16. No defect was found in the equations; what differs:
+
+* Least-used weights with ``n`` heads: eq. (6) gives a multi-hot ``w^lu`` with ``n`` ones, which every
+  head adds with ``1 - sigma(alpha)`` (here, and snowkylin's ``least_used``), so the ``n`` least-used
+  slots receive the same sum of all heads' keys. tristandeleu gives head ``h`` the ``h``-th least-used
+  slot alone (``inc_subtensor(ww_t[..., wlu_tm1.flatten()], 1 - sigma)``). Unknown;
+  ``least_used_per_head = true`` gives tristandeleu's reading for the ablation.
+* Write vector: eq. (8) writes the key ``k_t`` (here); both re-implementations write a separate
+  ``a_t = tanh(W_a h_t + b_a)``. Documented (the paper's form kept).
+* Initial state: zeros here; both re-implementations start the memory at 1e-6 and the read and usage
+  weights one-hot on slot 0. Unknown, small (the first step's cosines only).
+* Usage decay: 0.99 here (reported.md); 0.95 in both re-implementations. Unknown.
+* Read addressing: on the memory after the write (here and tristandeleu); snowkylin addresses on the
+  memory before the write. Documented.
+* Optimiser: the spec's Adam 1e-3, as tristandeleu's (no clipping); snowkylin: RMSprop 1e-3, momentum
+  0.9, decay 0.95, gradients clipped to [-10, 10]. Issue 16 quotes RMSprop 1e-4 from the paper's text,
+  which the spec's header says the paper does not state; metabench's runner offers only Adam and SGD,
+  so the RMSprop ablation needs a harness change (runner and spec, not this module). Unknown.
+* Episodes (5 classes, 10 presentations each, 50 steps), one-hot labels shuffled per episode, the label
+  given one step late with zeros at the first step, memory wiped between episodes, LSTM of 200, memory
+  128 x 40, 4 read heads, output softmax over ``[h_t; r_t]``, controller input ``[x_t, y_(t-1), r_(t-1)]``:
+  same as the paper and both re-implementations.
+* Budget: snowkylin's table (100,000 episodes, batch 16) has the LSTM baseline at 0.59 and MANN at 0.89
+  on the 2nd instance. Here the LSTM baseline, which shares everything but the memory, is also still at
+  chance after 48,000 episodes, so the plateau sits on the shared path (optimiser, budget), not in LRUA.
 """
 
 from __future__ import annotations
@@ -46,6 +74,9 @@ class MANNHyperparameters:
     gamma: float = 0.99
     memory: bool = True
     max_shift: int = 0
+    #: false: every head writes to all ``n`` least-used slots (eq. 6 as written); true: head ``h`` to the
+    #: ``h``-th least-used slot alone (tristandeleu/ntm-one-shot)
+    least_used_per_head: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,15 +109,28 @@ def least_used(usage: Tensor, n: int) -> Tensor:
     return torch.zeros_like(usage).scatter_(-1, smallest, 1.0)
 
 
-def lrua_step(state: MemoryState, keys: Tensor, gates: Tensor, gamma: float) -> tuple[Tensor, MemoryState]:
+def least_used_each(usage: Tensor, n: int) -> Tensor:
+    """tristandeleu's reading of eq. (6) for ``n`` heads: head ``h`` gets the ``h``-th least-used slot,
+    ``[B, n, N]`` one-hot rows."""
+    smallest = usage.argsort(dim=-1, stable=True)[..., :n]
+    return F.one_hot(smallest, usage.shape[-1]).to(usage.dtype)
+
+
+def lrua_step(
+    state: MemoryState, keys: Tensor, gates: Tensor, gamma: float, per_head: bool = False
+) -> tuple[Tensor, MemoryState]:
     """One write-then-read of LRUA memory with keys ``[B, H, W]`` and gate logits ``alpha`` ``[B, H]``.
 
-    Returns the reads ``[B, H, W]`` and the new state; eqs. (2), (5)-(8) of the paper.
+    Returns the reads ``[B, H, W]`` and the new state; eqs. (2), (5)-(8) of the paper. ``per_head``
+    gives each head its own least-used slot (see the module notes).
     """
     heads = keys.shape[1]
-    previous_least_used = least_used(state.usage, heads)
+    if per_head:
+        previous_least_used = least_used_each(state.usage, heads)  # [B, H, N]
+    else:
+        previous_least_used = least_used(state.usage, heads).unsqueeze(1)  # [B, 1, N]
     sigma = torch.sigmoid(gates).unsqueeze(-1)
-    write_weights = sigma * state.read_weights + (1.0 - sigma) * previous_least_used.unsqueeze(1)
+    write_weights = sigma * state.read_weights + (1.0 - sigma) * previous_least_used
     emptiest = F.one_hot(state.usage.argmin(dim=-1), state.usage.shape[-1]).to(state.memory.dtype)
     memory = state.memory * (1.0 - emptiest).unsqueeze(-1)
     memory = memory + write_weights.transpose(1, 2) @ keys
@@ -143,7 +187,7 @@ class MANN(Reproduction):
             hidden, cell = self.controller(torch.cat([x[:, t], previous[:, t], reads], dim=1), (hidden, cell))
             if h.memory:
                 keys = torch.tanh(self.keys(hidden)).view(batch, h.read_heads, h.memory_width)
-                read, state = lrua_step(state, keys, self.gates(hidden), h.gamma)
+                read, state = lrua_step(state, keys, self.gates(hidden), h.gamma, h.least_used_per_head)
                 reads = read.flatten(1)
             outputs.append(self.output(torch.cat([hidden, reads], dim=1)))
         return torch.stack(outputs, dim=1)

@@ -22,6 +22,29 @@ description and states the choice: ``m`` and ``d`` are coordinate-wise MLPs (two
 averages the fast weights it makes from each support example; the support gradients are inputs to the
 meta learners, not differentiated through (first order); the CNN trunks are the Conv-4 of the other
 metric-based reproductions, one per learner, and two augmented layers sit on each trunk.
+
+Line-by-line check against the released Chainer code (tsendeemts/MetaNet, ``MetaNetFull.py`` and its
+Omniglot training script; issue 16):
+
+* Keys: the code's key is ``key_fc1(h) + h W*^T``, a *linear* augmented layer with no ReLU, so keys and
+  their cosines can be negative. This reproduction rectified both parts (``relu(Q g) + relu(Q* g)``),
+  which puts every cosine in [0, 1] and caps the attention on the right support example at
+  ``e / (e + n - 1)`` (0.40 at 5-way 1-shot). **Defect, fixed**: keys are linear (``key_relu = false``;
+  ``true`` restores the old form for the ablation). ``loss_emb`` still reads the rectified hidden
+  layer through the slow softmax layer, as the code's does.
+* Gradient preprocessing: the code's ``logAndSign(..., k=7)``, where this used p = 10. **Defect, fixed**
+  (``preprocess_p = 7``).
+* Optimiser: Adam 1e-3 with ``GradientClipping(10)`` (a global norm clip). The clip is missing from the
+  spec: **defect, fixed** there (``clip_grad_norm = 10``). The code sums the query losses where the
+  runner averages them, so the clip binds at a different scale (documented departure).
+* Trunks: the code has five conv blocks (each pooled) and fast weights for *every* conv and linear
+  layer of both learners; here a Conv-4 trunk and fast weights for the two linear layers only.
+  Documented departure (above), effect unknown.
+* Task-level meta learner ``m``: the code runs an LSTM(2, 20) over the support set in 5 chunks and
+  uses its last output; here a coordinate-wise MLP averaged over the support examples. Example-level
+  ``d``: two ReLU layers of 20 and a linear output, same. Linear layers of the code have no biases,
+  these do. Documented departures, effect unknown.
+* Attention: softmax over cosines without a temperature, as in the code. Same.
 """
 
 from __future__ import annotations
@@ -37,7 +60,7 @@ from metabench.episodes import EpisodeBatch
 from metabench.reproduction import Reproduction, StepOutput, TaskInfo
 from metabench.reproductions.backbones import Conv4
 
-PREPROCESS_P = 10.0
+PREPROCESS_P = 7.0  # the released code's logAndSign(k=7)
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,10 @@ class MetaNetHyperparameters:
     units: int = 64
     meta_hidden: int = 20
     task_fast_weights: bool = True
+    #: rectify the keys (true: this module before issue 16) or keep them linear (false: the released code)
+    key_relu: bool = False
+    #: ``p`` of the gradient preprocessing (the released code's ``logAndSign(k=7)``)
+    preprocess_p: float = 7.0
 
 
 def preprocess(gradients: Tensor, p: float = PREPROCESS_P) -> Tensor:
@@ -61,13 +88,14 @@ def preprocess(gradients: Tensor, p: float = PREPROCESS_P) -> Tensor:
 class CoordinateMLP(nn.Module):
     """A meta learner: the same small MLP maps each preprocessed gradient coordinate to a fast weight."""
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, p: float = PREPROCESS_P) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(2, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.out = nn.Linear(hidden, 1)
+        self.p = p
 
     def forward(self, gradients: Tensor) -> Tensor:
-        return self.out(self.net(preprocess(gradients))).squeeze(-1)
+        return self.out(self.net(preprocess(gradients, self.p))).squeeze(-1)
 
 
 class MetaNetwork(Reproduction):
@@ -83,9 +111,10 @@ class MetaNetwork(Reproduction):
         self.base_out = nn.Linear(units, ways)  # W2
         self.key_hidden = nn.Linear(features, units)  # Q (the augmented layer of u)
         self.key_out = nn.Linear(units, ways)  # u's softmax layer for loss_emb
-        self.fast_hidden = CoordinateMLP(hparams.meta_hidden)  # d, for W1*
-        self.fast_out = CoordinateMLP(hparams.meta_hidden)  # d, for W2*
-        self.fast_key = CoordinateMLP(hparams.meta_hidden)  # m, for Q*
+        p = hparams.preprocess_p
+        self.fast_hidden = CoordinateMLP(hparams.meta_hidden, p)  # d, for W1*
+        self.fast_out = CoordinateMLP(hparams.meta_hidden, p)  # d, for W2*
+        self.fast_key = CoordinateMLP(hparams.meta_hidden, p)  # m, for Q*
 
     # ----------------------------------------------------------------------- fast weights
 
@@ -114,11 +143,13 @@ class MetaNetwork(Reproduction):
     # ----------------------------------------------------------------------- learners
 
     def keys(self, g: Tensor, task_fast: Tensor | None) -> Tensor:
-        """``u(Q, Q*, x)``: the augmented layer of the representation learner, ``[B, n, units]``."""
-        slow = F.relu(self.key_hidden(g))
+        """``u(Q, Q*, x)``: the augmented layer of the representation learner, ``[B, n, units]``; linear, as
+        the released code's ``key_fc1(h) + h W*^T`` (rectified only with ``key_relu``)."""
+        rectify = F.relu if self.hparams.key_relu else (lambda t: t)
+        slow = rectify(self.key_hidden(g))
         if task_fast is None:
             return slow
-        return slow + F.relu(torch.einsum("buf,bnf->bnu", task_fast, g))
+        return slow + rectify(torch.einsum("buf,bnf->bnu", task_fast, g))
 
     def classify(self, f: Tensor, fast_hidden: Tensor | None, fast_out: Tensor | None) -> Tensor:
         """``b(W, W*, x)`` with per-example fast weights ``[B, n, units, features]``, ``[B, n, ways, units]``."""

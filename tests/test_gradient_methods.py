@@ -412,3 +412,27 @@ def test_maml_meta_loss_task_by_task_equals_the_whole_batch(first_order: bool, m
     g_whole = torch.autograd.grad(whole.loss, list(batched.parameters()))
     assert max(float((a - b).abs().max()) for a, b in zip(g_task, g_whole, strict=True)) < 1e-10
     assert max(float(g.abs().max()) for g in g_task) > 1e-6, "the meta-gradient is not trivially zero"
+
+
+def test_first_order_benchmarks_differ_from_maml_only_in_first_order() -> None:
+    """Issue 16: a first-order benchmark's every profile must be its second-order twin's with
+    ``first_order = true`` and nothing else (shots, queries, meta-batch, rates, budget, norm)."""
+    from metabench.registry_loader import get_spec
+
+    spec = get_spec("maml")
+    ids = {b.id for b in spec.benchmarks}
+    twins = [(b, spec.benchmark(b.id.removesuffix("-fo"))) for b in spec.benchmarks if b.id.endswith("-fo")]
+    assert twins and all(b.id.removesuffix("-fo") in ids for b, _ in twins)
+    for first, second in twins:
+        assert (first.ways, first.shots, first.queries, first.split) == (
+            second.ways,
+            second.shots,
+            second.queries,
+            second.split,
+        )
+        for name in ("paper", "quick", "smoke"):
+            a, b = first.profile(name).hyperparameters(), second.profile(name).hyperparameters()
+            assert a["model"].pop("first_order") is True and not b["model"].pop("first_order", False)
+            for key in ("floor", "floor_note"):
+                a.pop(key), b.pop(key)
+            assert a == b, (first.id, name)

@@ -172,3 +172,39 @@ def test_a_stopped_and_resumed_mann_run_scores_every_instance_as_an_uninterrupte
     assert resumed["scores"] == straight["scores"]
     assert [c["scores"] for c in resumed["components"]] == [c["scores"] for c in straight["components"]]
     assert [c["name"] for c in straight["components"]] == ["1st", "2nd", "3rd", "4th", "5th", "10th"]
+
+
+def _two_heads() -> tuple[MemoryState, torch.Tensor]:
+    blank = MemoryState(torch.zeros(1, 4, 2), torch.tensor([[0.5, 0.1, 0.9, 0.2]]), torch.zeros(1, 2, 4))
+    keys = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # head 0 and head 1, orthogonal
+    return blank, keys
+
+
+def test_eq_6_as_written_gives_every_head_all_n_least_used_slots() -> None:
+    """Issue 16: with n heads the paper's multi-hot w^lu makes the n least-used slots (1 and 3 here)
+    receive the same sum of all heads' keys; this is the default, the paper's form."""
+    blank, keys = _two_heads()
+    _, after = lrua_step(blank, keys, torch.full((1, 2), NEVER), gamma=0.99)
+    assert torch.allclose(after.memory[0, 1], torch.tensor([1.0, 1.0]), atol=1e-6)
+    assert torch.allclose(after.memory[0, 3], torch.tensor([1.0, 1.0]), atol=1e-6)
+    assert torch.allclose(after.memory[0, [0, 2]], torch.zeros(2, 2))
+
+
+def test_per_head_least_used_gives_head_h_the_hth_least_used_slot() -> None:
+    """tristandeleu/ntm-one-shot's reading: head 0 writes to the least-used slot (1), head 1 to the next (3)."""
+    blank, keys = _two_heads()
+    _, after = lrua_step(blank, keys, torch.full((1, 2), NEVER), gamma=0.99, per_head=True)
+    assert torch.allclose(after.memory[0, 1], torch.tensor([1.0, 0.0]), atol=1e-6)
+    assert torch.allclose(after.memory[0, 3], torch.tensor([0.0, 1.0]), atol=1e-6)
+    # usage: decayed old usage + both heads' read weights + one unit of writing in each written slot
+    reads = after.read_weights.sum(1)
+    expected = 0.99 * torch.tensor([[0.5, 0.1, 0.9, 0.2]]) + reads + torch.tensor([[0.0, 1.0, 0.0, 1.0]])
+    assert torch.allclose(after.usage, expected, atol=1e-6)
+
+
+def test_mann_model_runs_with_per_head_least_used() -> None:
+    torch.manual_seed(0)
+    hp = MANNHyperparameters(controller=8, memory_slots=6, memory_width=3, read_heads=2, least_used_per_head=True)
+    model = MANN(hp, TaskInfo(1, 4, 3, 1))
+    logits = model(torch.rand(2, 5, 1, 4, 4), torch.randint(0, 3, (2, 5)))
+    assert logits.shape == (2, 5, 3) and torch.isfinite(logits).all()

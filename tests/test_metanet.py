@@ -67,3 +67,38 @@ def test_queries_read_fast_weights_by_attention_over_support_keys() -> None:
     )
     assert torch.equal(attention[0].argmax(-1), torch.arange(3))
     assert torch.allclose(attention.sum(-1), torch.ones(1, 3))
+
+
+def test_keys_are_linear_as_in_the_released_code() -> None:
+    """Issue 16: rectified keys put every cosine in [0, 1] and cap the attention at e / (e + n - 1); the
+    released code's key layer (``key_fc1(h) + h W*^T``) is linear, so keys take both signs."""
+    model, support_x, support_y = model_and_support()
+    g = model.key_trunk(support_x.flatten(0, 1)).view(1, 3, -1)
+    with torch.no_grad():
+        keys = model.keys(g, model.task_fast_weights(g, support_y))
+        slow = model.keys(g, None)
+    assert bool((keys < 0).any()), "a linear key layer has negative outputs"
+    assert torch.allclose(slow, model.key_hidden(g))
+    rectified = MetaNetwork(
+        MetaNetHyperparameters(hidden=8, units=8, meta_hidden=6, key_relu=True), TaskInfo(1, 28, 3, 1)
+    )
+    rectified.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert bool((rectified.keys(g, None) >= 0).all())
+
+
+def test_preprocessing_uses_the_released_codes_k_7() -> None:
+    model, _, _ = model_and_support()
+    assert MetaNetHyperparameters().preprocess_p == 7.0
+    g = torch.tensor([2e-3, 1e-4])  # above and below e^-7 = 9.1e-4
+    out = model.fast_key.net[0].weight.new_tensor(0.0)  # device/dtype anchor
+    expected = torch.stack([torch.tensor([math.log(2e-3) / 7, 1.0]), torch.tensor([-1.0, 1e-4 * math.exp(7.0)])])
+    assert torch.allclose(preprocess(g, p=model.fast_key.p) + out, expected)
+
+
+def test_spec_clips_the_gradient_norm_at_10_as_the_released_code() -> None:
+    from metabench.registry_loader import get_spec
+
+    for bench in get_spec("metanet").benchmarks:
+        for name in ("paper", "quick"):
+            assert bench.profile(name).clip_grad_norm == 10.0, (bench.id, name)
