@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metabench.episodes import ClassBank, GroupedClassBank
+from metabench.episodes import ClassBank, EpisodeShape, GroupedClassBank
 from metabench.errors import MetabenchError, UnknownNameError, did_you_mean
 
 if TYPE_CHECKING:
@@ -38,12 +38,24 @@ class Dataset:
 
     ``channels`` counts colour channels of images, or input features of a regression source (the
     sinusoid has 1, with ``image_size`` 1). ``splits`` is called lazily so that listing datasets does not
-    import every loader.
+    import every loader. ``examples_per_task`` is what one training task of a shape holds, the unit in
+    which a run's training budget is counted (:mod:`metabench.budget`).
     """
 
     channels: int
     splits: Callable[[], list[str]]
     load: Callable[[LoadRequest], dict[str, TaskSource]]
+    examples_per_task: Callable[[EpisodeShape], int] = lambda shape: shape.ways * shape.per_class
+
+
+def _one_problem(shape: EpisodeShape) -> int:
+    """An optimisation problem is one example: its optimiser steps are counted by the runner's steps."""
+    return 1
+
+
+def _minibatch(shape: EpisodeShape) -> int:
+    """A supervised task is a minibatch of ``queries`` examples of all classes."""
+    return shape.queries
 
 
 def _omniglot_splits() -> list[str]:
@@ -168,10 +180,10 @@ DATASETS: dict[str, Dataset] = {
     "miniimagenet": Dataset(3, _mini_splits, _load_mini),
     "sinusoid": Dataset(1, _sinusoid_splits, _load_sinusoid),
     # MNIST as a labelled set (HyperNetworks): minibatches to train on, one-example test tasks
-    "mnist": Dataset(1, _mnist_splits, _load_mnist),
+    "mnist": Dataset(1, _mnist_splits, _load_mnist, _minibatch),
     # optimisation problems (Andrychowicz et al.): channels are one problem's input size (10 dims, 784 pixels)
-    "quadratic": Dataset(10, _quadratic_splits, _load_quadratic),
-    "mnist-mlp": Dataset(784, _mlp_splits, _load_mnist_mlp),
+    "quadratic": Dataset(10, _quadratic_splits, _load_quadratic, _one_problem),
+    "mnist-mlp": Dataset(784, _mlp_splits, _load_mnist_mlp, _one_problem),
     # CNP's 1-D regression: functions drawn from a GP (one input)
     "gp": Dataset(1, _gp_splits, _load_gp),
     # CNP's image completion: MNIST pixels as regression tasks (two inputs: row and column)
@@ -187,6 +199,11 @@ def _dataset(name: str) -> Dataset:
 
 def split_names(dataset: str) -> list[str]:
     return _dataset(dataset).splits()
+
+
+def examples_per_task(dataset: str, shape: EpisodeShape) -> int:
+    """Examples one training task of ``shape`` holds (images, points, or problems), for budgets."""
+    return _dataset(dataset).examples_per_task(shape)
 
 
 def channels(dataset: str) -> int:
