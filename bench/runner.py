@@ -35,7 +35,7 @@ from rich.progress import (
 )
 from torch import Tensor
 
-from metabench import provenance, results
+from metabench import allocator, provenance, results
 from metabench.data import channels as dataset_channels
 from metabench.data import load_parts
 from metabench.data.cache import atomic_torch_save
@@ -479,6 +479,7 @@ def _summarised(scores: Tensor) -> dict[str, Any]:
 
 def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, Any], Path]:
     """Run one benchmark end to end; returns the result and the path it was written to."""
+    allocator.tune_for_training()
     console = console or Console(stderr=True)
     spec = get_spec(request.paper)
     bench, why = resolve_benchmark(
