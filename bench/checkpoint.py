@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import FrameType
@@ -236,6 +237,11 @@ class Checkpointer:
 
     # -- the file ---------------------------------------------------------------------------------
 
+    @property
+    def saved_step(self) -> int | None:
+        """The step of the checkpoint this process last wrote (None before its first save)."""
+        return self._saved_step
+
     def exists(self) -> bool:
         return self.path.exists()
 
@@ -248,15 +254,17 @@ class Checkpointer:
         """The payload saved at ``path``, read as data only, after checking format and settings."""
         self._require_lock()
         try:
-            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about foreign pickle protocols; the error says it all
+                warnings.simplefilter("ignore")
+                saved = torch.load(self.path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
-            if "weights only" in str(error).lower():
+            if "unsupported global" in str(error).lower():
                 raise MetabenchError(
                     f"checkpoint {self.path} holds objects other than tensors and plain types; "
                     "it was not loaded and none of its code ran",
                     f"it is not a metabench checkpoint; {FRESH_HINT}",
                 ) from None
-            raise self.unusable(error) from None
+            raise self.unusable("unreadable as data; none of its code ran") from None
         except (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError) as error:
             raise self.unusable(error) from None
         if not isinstance(saved, dict) or "fingerprint" not in saved:
@@ -362,7 +370,8 @@ class Checkpointer:
         when the run reaches ``phase`` at ``step`` (phases: ``step``, ``validation``, ``checkpoint-write``).
         A no-op otherwise."""
         if self._hook is not None and self._hook[1:] == (phase, step):
-            os.kill(os.getpid(), self._hook[0])
+            signum, self._hook = self._hook[0], None  # once: a phase can recur at the same step
+            os.kill(os.getpid(), signum)
 
 
 def _parse_hook(value: str) -> tuple[int, str, int] | None:

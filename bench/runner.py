@@ -427,7 +427,8 @@ def _train(
                 clock()
                 ckpt.save(payload(), state.step)
         clock()
-        ckpt.save(payload(), state.step)
+        if ckpt.saved_step != state.step:
+            ckpt.save(payload(), state.step)
         ckpt.at_boundary(payload, state.step, profile.train_episodes)
     if state.step < profile.train_episodes:
         raise InterruptedRun(
