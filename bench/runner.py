@@ -4,12 +4,14 @@
 with the profile's optimiser and schedule (progress bar, periodic validation, checkpoints; with
 ``early_stopping`` the weights of the best validation point are the ones tested), evaluates
 on the benchmark's frozen test episodes, judges the result against the paper and writes the result
-JSON atomically. Ctrl-C, ``--stop-after`` or a crash leave a checkpoint that ``--resume`` continues
-from exactly where it stopped; a result file exists only for a finished run.
+JSON atomically. Ctrl-C, SIGTERM or ``--stop-after`` checkpoint the state at a step boundary (see
+:mod:`metabench.checkpoint`, which owns the file, its lock and the signals) and ``--resume`` continues
+from exactly there; a crash keeps the last periodic checkpoint; a result file exists only for a
+finished run, under a name of its own.
 
 A profile's ``steps_per_batch`` takes several optimiser steps on each sampled batch (a learned
 optimizer's truncated-backpropagation segments, the reproduction carrying its optimizee between them);
-checkpoints then fall on batch boundaries and a batch interrupted midway is redone from its start.
+the boundaries are then the batch boundaries, and an interrupt waits for the batch under way to end.
 """
 
 from __future__ import annotations
