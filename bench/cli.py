@@ -1,6 +1,7 @@
 """The ``metabench`` command line: list, show, run, compare, check, bench, data.
 
-Every user error is a one-line message and exit code 2 (130 for an interrupted run), never a traceback.
+Every user error is a one-line message and exit code 2, never a traceback. An interrupted run that
+``--resume`` can continue exits 130 (Ctrl-C, ``--stop-after``) or 143 (SIGTERM).
 """
 
 from __future__ import annotations

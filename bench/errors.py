@@ -38,9 +38,17 @@ class ResultError(MetabenchError):
 
 
 class InterruptedRun(MetabenchError):
-    """A run stopped before it finished; its checkpoint lets ``--resume`` continue it."""
+    """A run stopped before it finished (Ctrl-C, ``--stop-after``); its checkpoint lets ``--resume``
+    continue it. Exit code 130, the shell's code for SIGINT."""
 
     exit_code = 130
+
+
+class TerminatedRun(InterruptedRun):
+    """A run stopped by SIGTERM (a scheduler's pre-emption), checkpointed like Ctrl-C. Exit code 143,
+    the shell's code for SIGTERM, so a job script can tell pre-emption from a user's interrupt."""
+
+    exit_code = 143
 
 
 def did_you_mean(name: str, choices: list[str]) -> str:

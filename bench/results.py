@@ -18,8 +18,6 @@ reported value or verdict. Versions 1 and 2 stay valid.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -182,18 +180,18 @@ def _validate_components(data: dict[str, Any], source: str) -> None:
 
 
 def write_atomic(data: dict[str, Any], path: Path) -> Path:
-    """Validate, then write ``path`` whole or not at all (temporary file and rename)."""
+    """Validate, then write ``path`` whole or not at all, and never over an existing result
+    (``FileExistsError``): a result is evidence, so two runs cannot leave one file."""
+    from metabench.checkpoint import write_new
+
     validate(data, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+
+    def dump(temporary: Path) -> None:
+        with open(temporary, "w", encoding="utf-8") as stream:
             json.dump(data, stream, indent=1, allow_nan=True)
             stream.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    write_new(path, dump)
     return path
 
 

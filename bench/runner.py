@@ -4,18 +4,20 @@
 with the profile's optimiser and schedule (progress bar, periodic validation, checkpoints; with
 ``early_stopping`` the weights of the best validation point are the ones tested), evaluates
 on the benchmark's frozen test episodes, judges the result against the paper and writes the result
-JSON atomically. Ctrl-C, ``--stop-after`` or a crash leave a checkpoint that ``--resume`` continues
-from exactly where it stopped; a result file exists only for a finished run.
+JSON atomically. Ctrl-C, SIGTERM or ``--stop-after`` checkpoint the state at a step boundary (see
+:mod:`metabench.checkpoint`, which owns the file, its lock and the signals) and ``--resume`` continues
+from exactly there; a crash keeps the last periodic checkpoint; a result file exists only for a
+finished run, under a name of its own.
 
 A profile's ``steps_per_batch`` takes several optimiser steps on each sampled batch (a learned
 optimizer's truncated-backpropagation segments, the reproduction carrying its optimizee between them);
-checkpoints then fall on batch boundaries and a batch interrupted midway is redone from its start.
+the boundaries are then the batch boundaries, and an interrupt waits for the batch under way to end.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -35,10 +37,10 @@ from rich.progress import (
 )
 from torch import Tensor
 
-from metabench import allocator, provenance, results
+from metabench import allocator, checkpoint, provenance, results
+from metabench.checkpoint import Checkpointer, remove_orphans, restore_rng, rng_state, write_new
 from metabench.data import channels as dataset_channels
 from metabench.data import load_parts
-from metabench.data.cache import atomic_torch_save
 from metabench.episodes import EpisodeShape
 from metabench.errors import InterruptedRun, MetabenchError, UnknownNameError, did_you_mean
 from metabench.evaluate import evaluate, evaluate_components, evaluate_with
@@ -180,10 +182,10 @@ class _Banks:
 
 
 def _fingerprint(spec: Spec, bench: Benchmark, profile: Profile, seed: int) -> str:
-    blob = json.dumps(
-        {"paper": spec.key, "benchmark": bench.id, "profile": profile.hyperparameters(), "seed": seed}, sort_keys=True
+    """What a checkpoint must have been trained with to be resumed by this request."""
+    return checkpoint.fingerprint(
+        {"paper": spec.key, "benchmark": bench.id, "profile": profile.hyperparameters(), "seed": seed}
     )
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def checkpoint_path(output: Path, paper: str, bench: str, profile: str, seed: int) -> Path:
@@ -276,16 +278,26 @@ class EarlyStopping:
             model.load_state_dict(self.weights)
 
 
+def _mark_validation(ckpt: Checkpointer, step: int, _batch_size: int) -> None:
+    ckpt.mark("validation", step)
+
+
 def _train(
     model: Reproduction,
     profile: Profile,
     bench: Benchmark,
     banks: _Banks,
     request: RunRequest,
-    ckpt: Path,
-    fingerprint: str,
+    ckpt: Checkpointer,
+    saved: dict[str, Any] | None,
     console: Console,
 ) -> _TrainState:
+    """Meta-train ``model``, resuming from ``saved`` (a checkpoint payload) when given.
+
+    Every step ends at a boundary where the run's whole state is consistent: the checkpoint is written
+    there (periodically, at the end, and when a signal asked to stop), never from inside a step, so a
+    step that was under way when the signal came is finished first and a resumed run repeats nothing.
+    """
     sampler = banks.get(profile.train_part, f"{bench.id}.profiles.{profile.name}.train_part").sampler(
         EpisodeShape(profile.train_ways, profile.train_shots, profile.train_queries, bench.sequence),
         seed=request.seed,
@@ -311,39 +323,30 @@ def _train(
     optimizer, scheduler = _make_optimizer(model, profile)
     state = _TrainState()
     best = EarlyStopping(bench.direction)
-    if ckpt.exists() and request.resume:
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if saved["fingerprint"] != fingerprint:
-            raise MetabenchError(
-                f"checkpoint {ckpt} belongs to different settings",
-                "rerun with the same profile and overrides, or pass --fresh to discard it",
-            )
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        sampler.restore(saved["sampler"])
-        torch.set_rng_state(saved["torch_rng"])
-        state = _TrainState(**saved["state"])
+    if saved is not None:
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            sampler.restore(saved["sampler"])
+            restore_rng(saved["rng"])
+            state = _TrainState(**saved["state"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ckpt.unusable(error) from None
         best.step, best.score, best.weights = state.best_step, state.best_score, saved.get("best_model")
-        console.print(f"Resuming from step {state.step} of {profile.train_episodes} ({ckpt})")
+        console.print(f"Resuming from step {state.step} of {profile.train_episodes} ({ckpt.path})")
 
-    def snapshot(sampler_state: torch.Tensor, rng_state: torch.Tensor) -> dict[str, Any]:
-        """Everything a checkpoint holds, copied, so that a later step cannot change it."""
-        return copy.deepcopy(
-            {
-                "fingerprint": fingerprint,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "sampler": sampler_state,
-                "torch_rng": rng_state,
-                "state": dataclasses.asdict(state),
-                "best_model": best.weights,
-            }
-        )
-
-    def save(sampler_state: torch.Tensor, rng_state: torch.Tensor) -> None:
-        atomic_torch_save(snapshot(sampler_state, rng_state), ckpt)
+    def payload() -> dict[str, Any]:
+        """The run's state at a step boundary, as tensors and plain types."""
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "sampler": sampler.state(),
+            "rng": rng_state(),
+            "state": dataclasses.asdict(state),
+            "best_model": best.weights,
+        }
 
     model.train()
     per_batch = profile.steps_per_batch
@@ -352,93 +355,87 @@ def _train(
         if request.stop_after is None
         else min(profile.train_episodes, state.step + -(-request.stop_after // per_batch) * per_batch)
     )
-    # With several steps per batch, a run stopped mid-batch is saved as it was when the batch began
-    # (the reproduction's optimizee state is not in the checkpoint); the batch is then redone.
-    batch_start: dict[str, Any] | None = None
-    with _progress(console, request.progress) as bar:
+    # With several steps per batch the boundaries are the batch boundaries (the reproduction's optimizee
+    # state between a batch's steps is not in the checkpoint); a stop waits for the batch to end.
+    with _progress(console, request.progress) as bar, ckpt.deferring_signals():
         task = bar.add_task(f"{bench.id} train", total=profile.train_episodes, completed=state.step, status="")
         started = time.perf_counter()
-        step_sampler, step_rng = sampler.state(), torch.get_rng_state()
-        try:
-            while state.step < stop_at:
-                if state.step % per_batch == 0:
-                    # An interrupted step is redone from these states, so resuming draws the same batches.
-                    step_sampler, step_rng = sampler.state(), torch.get_rng_state()
-                    if per_batch > 1:
-                        batch_start = snapshot(step_sampler, step_rng)
-                    batch = sampler.sample(profile.meta_batch)
-                out = model.meta_loss(batch)
-                if not torch.isfinite(out.loss):
-                    raise MetabenchError(
-                        f"training diverged at step {state.step}: loss is {out.loss.item()}",
-                        "lower the profile's lr; the last checkpoint is kept",
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                if profile.clip_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(
-                        [p for p in model.parameters() if p.grad is not None], profile.clip_grad_norm
-                    )
-                optimizer.step()
-                scheduler.step()
-                state.step += 1
-                state.window_loss += float(out.loss.detach())
-                state.window_accuracy += float(out.accuracy)
-                state.window_steps += 1
-                if state.step % per_batch == 0:
-                    step_sampler, step_rng = sampler.state(), torch.get_rng_state()
-                elapsed = state.seconds + time.perf_counter() - started
-                rate = state.step // per_batch * profile.meta_batch / max(elapsed, 1e-9)
-                bar.update(
-                    task,
-                    completed=state.step,
-                    status=(
-                        f"loss {state.window_loss / state.window_steps:.3f}  "
-                        f"{bench.metric} {state.window_accuracy / state.window_steps:6.3g}  {rate:6.1f} ep/s"
-                    ),
+
+        def clock() -> None:
+            nonlocal started
+            state.seconds = state.seconds + time.perf_counter() - started
+            started = time.perf_counter()
+
+        while state.step < stop_at:
+            if state.step % per_batch == 0:
+                clock()
+                ckpt.at_boundary(payload, state.step, profile.train_episodes)
+                batch = sampler.sample(profile.meta_batch)
+            out = model.meta_loss(batch)
+            if not torch.isfinite(out.loss):
+                raise MetabenchError(
+                    f"training diverged at step {state.step}: loss is {out.loss.item()}",
+                    "lower the profile's lr; the last checkpoint is kept",
                 )
-                if state.step % profile.val_every == 0 or state.step == profile.train_episodes:
-                    point = {
-                        "step": state.step,
-                        "episodes": state.step // per_batch * profile.meta_batch,
-                        "seconds": round(elapsed, 3),
-                        "train_loss": state.window_loss / state.window_steps,
-                        f"train_{bench.metric}": state.window_accuracy / state.window_steps,
-                    }
-                    if validation is not None:
-                        point[f"val_{bench.metric}"] = float(
-                            evaluate(
-                                model, validation[0], validation[1], profile.eval_batch, metric=bench.metric
-                            ).mean()
-                        )
-                        if profile.early_stopping and best.consider(state.step, point[f"val_{bench.metric}"], model):
-                            state.best_step, state.best_score = best.step, best.score
-                    state.curve.append(point)
-                    if not request.progress:
-                        console.print(_log_line(bench, profile, point), highlight=False)
-                    state.window_loss, state.window_accuracy, state.window_steps = 0.0, 0.0, 0
-                if state.step % profile.checkpoint_every == 0:
-                    state.seconds = state.seconds + time.perf_counter() - started
-                    started = time.perf_counter()
-                    save(step_sampler, step_rng)
-        except BaseException as error:
-            state.seconds += time.perf_counter() - started
-            if batch_start is not None and state.step % per_batch:
-                state.step -= state.step % per_batch
-                atomic_torch_save({**batch_start, "state": {**batch_start["state"], "seconds": state.seconds}}, ckpt)
-            else:
-                save(step_sampler, step_rng)
-            if isinstance(error, KeyboardInterrupt):
-                raise InterruptedRun(
-                    f"interrupted at step {state.step}; checkpoint saved to {ckpt}",
-                    "continue with the same command plus --resume",
-                ) from None
-            raise
-        state.seconds += time.perf_counter() - started
-    save(sampler.state(), torch.get_rng_state())
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if profile.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in model.parameters() if p.grad is not None], profile.clip_grad_norm
+                )
+            optimizer.step()
+            scheduler.step()
+            ckpt.mark("step", state.step + 1)
+            state.step += 1
+            state.window_loss += float(out.loss.detach())
+            state.window_accuracy += float(out.accuracy)
+            state.window_steps += 1
+            elapsed = state.seconds + time.perf_counter() - started
+            rate = state.step // per_batch * profile.meta_batch / max(elapsed, 1e-9)
+            bar.update(
+                task,
+                completed=state.step,
+                status=(
+                    f"loss {state.window_loss / state.window_steps:.3f}  "
+                    f"{bench.metric} {state.window_accuracy / state.window_steps:6.3g}  {rate:6.1f} ep/s"
+                ),
+            )
+            if state.step % profile.val_every == 0 or state.step == profile.train_episodes:
+                point = {
+                    "step": state.step,
+                    "episodes": state.step // per_batch * profile.meta_batch,
+                    "seconds": round(elapsed, 3),
+                    "train_loss": state.window_loss / state.window_steps,
+                    f"train_{bench.metric}": state.window_accuracy / state.window_steps,
+                }
+                if validation is not None:
+                    point[f"val_{bench.metric}"] = float(
+                        evaluate(
+                            model,
+                            validation[0],
+                            validation[1],
+                            profile.eval_batch,
+                            metric=bench.metric,
+                            on_batch=functools.partial(_mark_validation, ckpt, state.step),
+                        ).mean()
+                    )
+                    if profile.early_stopping and best.consider(state.step, point[f"val_{bench.metric}"], model):
+                        state.best_step, state.best_score = best.step, best.score
+                state.curve.append(point)
+                if not request.progress:
+                    console.print(_log_line(bench, profile, point), highlight=False)
+                state.window_loss, state.window_accuracy, state.window_steps = 0.0, 0.0, 0
+            if state.step % profile.checkpoint_every == 0:
+                clock()
+                ckpt.save(payload(), state.step)
+        clock()
+        if ckpt.saved_step != state.step:
+            ckpt.save(payload(), state.step)
+        ckpt.at_boundary(payload, state.step, profile.train_episodes)
     if state.step < profile.train_episodes:
         raise InterruptedRun(
-            f"stopped after step {state.step} of {profile.train_episodes} (--stop-after); checkpoint saved to {ckpt}",
+            f"stopped after step {state.step} of {profile.train_episodes} (--stop-after); "
+            f"checkpoint saved to {ckpt.path}",
             "continue with the same command plus --resume",
         )
     if profile.early_stopping:
@@ -513,16 +510,49 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
     device = pick_device(request.device)
     console.print(f"[bold]{spec.key}[/]: {why}; profile {profile.name}, seed {request.seed}, device {device}")
 
-    ckpt = checkpoint_path(request.output, spec.key, bench.id, profile.name, request.seed)
+    checkpointer = Checkpointer(
+        checkpoint_path(request.output, spec.key, bench.id, profile.name, request.seed),
+        _fingerprint(spec, bench, profile, request.seed),
+    )
+    # The lock comes before anything looks at the checkpoint, so that a live run's is never judged
+    # "unfinished" or deleted by --fresh; signals are caught from here so that SIGTERM is handled too.
+    with checkpointer, checkpointer.signals():
+        try:
+            return _run_locked(request, spec, bench, profile, overrides, device, checkpointer, console)
+        except KeyboardInterrupt:
+            raise checkpointer.interrupted(
+                f"stopped at once; the last checkpoint written (if any) is kept at {checkpointer.path}",
+                "continue with the same command plus --resume",
+            ) from None
+
+
+def _run_locked(
+    request: RunRequest,
+    spec: Spec,
+    bench: Benchmark,
+    profile: Profile,
+    overrides: dict[str, Any],
+    device: torch.device,
+    ckpt: Checkpointer,
+    console: Console,
+) -> tuple[dict[str, Any], Path]:
+    """Everything of ``run`` that needs the checkpoint's lock: resume, train, test, write the result."""
     if ckpt.exists() and not (request.resume or request.fresh):
         raise MetabenchError(
-            f"an unfinished run of these settings left a checkpoint at {ckpt}",
+            f"an unfinished run of these settings left a checkpoint at {ckpt.path}",
             "add --resume to continue it, or --fresh to start over",
         )
     if request.fresh:
-        ckpt.unlink(missing_ok=True)
-    if request.resume and not ckpt.exists():
-        console.print(f"No checkpoint at {ckpt}; starting from step 0")
+        ckpt.discard()
+    saved: dict[str, Any] | None = None
+    if request.resume:
+        if ckpt.exists():
+            saved = ckpt.load()  # before any data loads: a bad checkpoint is refused at once
+        else:
+            console.print(f"No checkpoint at {ckpt.path}; starting from step 0")
+    stem = f"{bench.id}__{profile.name}__seed{request.seed}__"
+    for leftover in remove_orphans(Path(request.output) / spec.key, stem):
+        console.print(f"Removed {leftover}, left by a run killed while writing its result", highlight=False)
 
     wall_started = time.perf_counter()
     git = provenance.git_state()  # the code that runs is the code at the start, whatever is edited meanwhile
@@ -549,8 +579,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
                 f"which {cls.__name__} cannot predict as",
                 f"it offers: {', '.join(offered) or 'no competitors'}; fix the claim's 'against' list",
             )
-    fingerprint = _fingerprint(spec, bench, profile, request.seed)
-    state = _train(model, profile, bench, banks, request, ckpt, fingerprint, console)
+    state = _train(model, profile, bench, banks, request, ckpt, saved, console)
 
     eval_started = time.perf_counter()
     with _progress(console, request.progress) as bar:
@@ -580,8 +609,8 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
                     competitor=name,
                 )
         except KeyboardInterrupt:
-            raise InterruptedRun(
-                f"interrupted during evaluation; training is checkpointed at {ckpt}",
+            raise ckpt.interrupted(
+                f"interrupted during evaluation; training is checkpointed at {ckpt.path}",
                 "continue with the same command plus --resume",
             ) from None
     eval_seconds = time.perf_counter() - eval_started
@@ -626,7 +655,19 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         }
 
     created = provenance.now()
-    path = results.result_path(request.output, spec.key, bench.id, profile.name, request.seed, created)
+    learned = model.learned()
+    if learned:
+        console.print(f"Learned: {json.dumps(learned)}", highlight=False)
+    path = _publish_weights(
+        results.result_path(request.output, spec.key, bench.id, profile.name, request.seed, created),
+        {
+            "paper": spec.key,
+            "benchmark": bench.id,
+            "model": profile.model,
+            "task": task.__dict__,
+            "state_dict": model.state_dict(),
+        },
+    )
     weights = path.with_suffix(".pt")
     # Figures a reproduction draws of its own predictions (the sinusoid fits), beside the result, in
     # evaluation mode as the scores were.
@@ -636,19 +677,6 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         figures = [f.name for f in model.figures(next(iter(frozen.batches(test_bank, profile.eval_batch))), path)]
     finally:
         model.train(was_training)
-    learned = model.learned()
-    if learned:
-        console.print(f"Learned: {json.dumps(learned)}", highlight=False)
-    atomic_torch_save(
-        {
-            "paper": spec.key,
-            "benchmark": bench.id,
-            "model": profile.model,
-            "task": task.__dict__,
-            "state_dict": model.state_dict(),
-        },
-        weights,
-    )
     result = {
         "schema_version": results.SCHEMA_VERSION,
         "paper": spec.key,
@@ -712,5 +740,25 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         **({"learned": learned} if learned else {}),
     }
     results.write_atomic(result, path)
-    ckpt.unlink(missing_ok=True)
+    ckpt.discard()
     return result, path
+
+
+def _publish_weights(wanted: Path, weights: dict[str, Any]) -> Path:
+    """Write the weights under the first free result name from ``wanted`` (``STEM.json``, ``STEM-2.json``, …)
+    and return that result path.
+
+    The weights are created exclusively, so the name is this run's alone: two runs finishing in the same
+    second get two results. The JSON is written last and exclusively too; weights without it are the
+    leftovers of a killed write, which ``remove_orphans`` clears.
+    """
+    for attempt in range(1, 1000):
+        path = wanted if attempt == 1 else wanted.with_name(f"{wanted.stem}-{attempt}.json")
+        if path.exists():
+            continue
+        try:
+            write_new(path.with_suffix(".pt"), lambda temporary: torch.save(weights, temporary))
+        except FileExistsError:
+            continue
+        return path
+    raise MetabenchError(f"no free result name beside {wanted}", "move old results out of that folder")

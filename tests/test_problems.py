@@ -9,6 +9,8 @@ of the learned optimizer stores every tuned baseline's scores, the paired compar
 from __future__ import annotations
 
 import math
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -133,24 +135,27 @@ def test_train_episodes_override_must_end_on_a_batch_boundary(tmp_path: Path) ->
         metabench.run_benchmark(**SMOKE, output=tmp_path, train_episodes=7)
 
 
-def test_an_interrupt_mid_batch_resumes_from_the_batch_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupt_mid_batch_stops_at_the_batch_end_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     straight, _ = metabench.run_benchmark(**SMOKE, output=tmp_path / "a")
     original = LearnedOptimizer.meta_loss
     calls = {"n": 0}
 
     def interrupting(self, batch):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        if calls["n"] == 36:  # the second segment of the 18th batch: 35 steps done, mid-batch
-            raise KeyboardInterrupt
+        if calls["n"] == 35:  # the first segment of the 18th batch: the signal comes mid-batch
+            os.kill(os.getpid(), signal.SIGINT)
         return original(self, batch)
 
     monkeypatch.setattr(LearnedOptimizer, "meta_loss", interrupting)
-    with pytest.raises(InterruptedRun, match="interrupted at step 34"):
+    with pytest.raises(InterruptedRun, match="interrupted at step 36 of 60"):
         metabench.run_benchmark(**SMOKE, output=tmp_path / "b")
+    assert calls["n"] == 36, "the batch under way is finished, no further one begun"
     saved = torch.load(
-        checkpoint_path(tmp_path / "b", "learned-optimizer", "quadratic-10d", "smoke", 0), weights_only=False
+        checkpoint_path(tmp_path / "b", "learned-optimizer", "quadratic-10d", "smoke", 0), weights_only=True
     )
-    assert saved["state"]["step"] == 34, "the checkpoint is the state at the batch's start"
+    assert saved["payload"]["state"]["step"] == 36, "the checkpoint is the state at the batch boundary"
     monkeypatch.setattr(LearnedOptimizer, "meta_loss", original)
     resumed, _ = metabench.run_benchmark(**SMOKE, output=tmp_path / "b", resume=True)
     assert resumed["scores"] == straight["scores"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -42,28 +44,34 @@ def test_same_seed_same_numbers_and_stop_then_resume_matches(data_dir: Path, tmp
 
 
 @pytest.mark.data
-def test_ctrl_c_leaves_a_checkpoint_and_no_result(
+def test_ctrl_c_mid_step_checkpoints_the_finished_step_and_resumes_exactly(
     data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A real SIGINT after the fifth forward pass (batch norm's running statistics already updated) lets
+    that step finish and checkpoints the boundary after it, so nothing is redone or half-saved."""
     original = PrototypicalNetwork.meta_loss
     calls = {"n": 0}
 
     def interrupting(self, batch):
+        out = original(self, batch)
         calls["n"] += 1
         if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return original(self, batch)
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
 
     monkeypatch.setattr(PrototypicalNetwork, "meta_loss", interrupting)
-    with pytest.raises(InterruptedRun, match="interrupted at step 4"):
+    with pytest.raises(InterruptedRun, match="interrupted at step 5 of 20"):
         metabench.run_benchmark("protonet", **SMOKE, output=tmp_path)
+    assert calls["n"] == 5, "no step starts after the signal"
     assert checkpoint_path(tmp_path, "protonet", "omniglot-5w1s", "smoke", 0).exists()
     assert not list(tmp_path.rglob("*.json"))
     monkeypatch.setattr(PrototypicalNetwork, "meta_loss", original)
     result, _ = metabench.run_benchmark("protonet", **SMOKE, output=tmp_path, resume=True)
     straight, _ = metabench.run_benchmark("protonet", **SMOKE, output=tmp_path / "straight")
     assert result["timing"]["train_steps"] == 20
-    assert result["scores"] == straight["scores"], "the interrupted step is redone with the same episodes"
+    assert result["scores"] == straight["scores"], "the resumed run gives the uninterrupted numbers"
+    strip = [[{k: v for k, v in p.items() if k != "seconds"} for p in r["curve"]] for r in (result, straight)]
+    assert strip[0] == strip[1]
 
 
 @pytest.mark.data
