@@ -373,19 +373,48 @@ def check(
     paths: ResultPaths = None,
     paper: PaperFilter = None,
     profile: Annotated[ProfileName | None, typer.Option(help="Only this profile.")] = None,
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Pass when no result is selected (else that is an error).")
+    ] = False,
 ) -> None:
-    """Exit 1 when a result falls short: paper runs below the reported band, quick runs below their floor."""
+    """Exit 1 when a result falls short: paper runs below the reported band, quick runs below their floor,
+    any result whose stored summary or verdict disagrees with its per-episode scores."""
     from metabench import compare as comparing
+    from metabench.errors import ResultError
     from metabench.spec import component_label
 
-    outcome = comparing.check(_selected(paths, paper, profile))
+    frame = _selected(paths, paper, profile)
+    if frame.empty:
+        if allow_empty:
+            out.print("[yellow]no results selected[/] (--allow-empty)")
+            return
+        where = ", ".join(str(p) for p in paths or [Path("results")])
+        filters = "".join(f" with --{k} {v}" for k, v in (("paper", paper), ("profile", profile)) if v)
+        raise ResultError(
+            f"no results found under {where}{filters}",
+            "check the path and filters, or pass --allow-empty when an empty selection is expected",
+        )
+    outcome = comparing.check(frame)
     out.print(comparing.check_table(outcome))
+    untested = outcome[outcome["passed"] & ~outcome["tested"]]
+    for row in untested.itertuples():
+        part = f" ({component_label(row.component)})" if row.component else ""
+        err.print(
+            f"[yellow]untested[/] {row.paper} {row.benchmark}{part} ({row.profile}): {row.reason}",
+            highlight=False,
+            soft_wrap=True,
+        )
     failures = outcome[~outcome["passed"]]
     if failures.empty:
         checks = f" ({len(outcome)} checks: components and competitors are checked one by one)"
         files = outcome["path"].nunique()
         noun = "result passes" if files == 1 else f"{files} results pass"
         out.print(f"[green]{'the' if files == 1 else 'all'} {noun}[/]" + (checks if len(outcome) != files else ""))
+        if len(untested):
+            out.print(
+                f"[yellow]{len(untested)} of the checks are not regression-tested[/]: their floor does not beat "
+                "the trivial baseline by the margin (README, Verdicts)"
+            )
         return
     for row in failures.itertuples():
         part = f" ({component_label(row.component)})" if row.component else ""

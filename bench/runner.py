@@ -524,7 +524,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         console.print(f"No checkpoint at {ckpt}; starting from step 0")
 
     wall_started = time.perf_counter()
-    git = provenance.git_state()  # the code that runs is the code at the start, whatever is edited meanwhile
+    git, patch = provenance.code_state()  # the code that runs is the code at the start, whatever is edited meanwhile
     banks = _Banks(bench, request, device)
     test_bank = banks.get(bench.test_part, f"{bench.id}.test_part")
     shape = EpisodeShape(bench.ways, bench.shots, bench.queries, bench.sequence)
@@ -703,7 +703,7 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
             else {}
         ),
         "environment": provenance.machine(device),
-        "git": git,
+        "git": provenance.keep_patch(git, patch, path),
         "command": request.command,
         "created": created,
         "weights": weights.name,
