@@ -277,7 +277,16 @@ def rich_table(frame: pd.DataFrame) -> Table:
 
 
 def render(frame: pd.DataFrame, fmt: str) -> str:
-    """The comparison as ``markdown`` (human columns), ``csv`` or ``json`` (every column)."""
+    """The comparison as ``table`` (the terminal's table as plain text, for a file), ``markdown`` (human
+    columns), ``csv`` or ``json`` (every column)."""
+    if fmt == "table":
+        import io
+
+        from rich.console import Console
+
+        buffer = io.StringIO()
+        Console(file=buffer, width=240, color_system=None, force_terminal=False).print(rich_table(frame))
+        return buffer.getvalue()
     if fmt == "markdown":
         shown = display_frame(frame)
         lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]

@@ -145,7 +145,9 @@ def resolve_benchmark(
     if not matching:
         offered = ", ".join(f"{b.id} ({b.ways}-way {b.shots}-shot {b.dataset})" for b in spec.benchmarks)
         asked = " ".join(
-            f"--{n} {v}" for n, v in (("ways", ways), ("shots", shots), ("dataset", dataset), ("variant", variant)) if v
+            f"--{n} {v}"
+            for n, v in (("ways", ways), ("shots", shots), ("dataset", dataset), ("variant", variant))
+            if v is not None
         )
         raise MetabenchError(f"{spec.key} has no benchmark matching {asked or 'the request'}", f"it has: {offered}")
     chosen = next((b for b in matching if b.default), None)
