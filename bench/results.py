@@ -174,7 +174,7 @@ def _leaves(table: Any, leaves: dict[str, tuple[Any, ...]], where: str, source: 
 
 def _scores(values: Any, where: str, source: str) -> None:
     if not isinstance(values, list) or not all(_is(v, (_NUMBER,)) for v in values):
-        raise ResultError(f"{source}: {where} must be a list of numbers")
+        raise ResultError(f"{source}: {where} must be numbers, one per test episode")
 
 
 def _reported(value: Any, where: str, source: str) -> None:
