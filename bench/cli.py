@@ -240,11 +240,20 @@ def run(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
 ) -> None:
     """Reproduce one benchmark: train, evaluate on frozen test episodes, judge against the paper."""
+    from metabench import options
     from metabench.runner import RunRequest
     from metabench.runner import run as run_benchmark
 
     if resume and fresh:
         raise MetabenchError("--resume and --fresh contradict each other", "pick one")
+    options.seed(seed)
+    options.positive("--ways", ways, "--ways picks the benchmark with that many classes (see `metabench show`)")
+    options.at_least("--shots", shots, 0)  # 0 shots: the supervised benchmarks
+    options.positive("--episodes", episodes)
+    options.positive("--train-episodes", train_episodes)
+    options.positive("--stop-after", stop_after)
+    options.existing_folder("--data-dir", data_dir)
+    options.writable_folder("--output", output)
     request = RunRequest(
         paper=paper,
         benchmark=benchmark,
@@ -345,7 +354,10 @@ def compare(
 ) -> None:
     """Every result against its paper: reported, reproduced with interval, difference, verdict."""
     from metabench import compare as comparing
+    from metabench import options
 
+    options.writable_file("--output", output)
+    options.writable_file("--plot", plot)
     if paired is not None:
         text = comparing.paired_report(*paired)
         _emit(text, output)
@@ -374,19 +386,48 @@ def check(
     paths: ResultPaths = None,
     paper: PaperFilter = None,
     profile: Annotated[ProfileName | None, typer.Option(help="Only this profile.")] = None,
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Pass when no result is selected (else that is an error).")
+    ] = False,
 ) -> None:
-    """Exit 1 when a result falls short: paper runs below the reported band, quick runs below their floor."""
+    """Exit 1 when a result falls short: paper runs below the reported band, quick runs below their floor,
+    any result whose stored summary or verdict disagrees with its per-episode scores."""
     from metabench import compare as comparing
+    from metabench.errors import ResultError
     from metabench.spec import component_label
 
-    outcome = comparing.check(_selected(paths, paper, profile))
+    frame = _selected(paths, paper, profile)
+    if frame.empty:
+        if allow_empty:
+            out.print("[yellow]no results selected[/] (--allow-empty)")
+            return
+        where = ", ".join(str(p) for p in paths or [Path("results")])
+        filters = "".join(f" with --{k} {v}" for k, v in (("paper", paper), ("profile", profile)) if v)
+        raise ResultError(
+            f"no results found under {where}{filters}",
+            "check the path and filters, or pass --allow-empty when an empty selection is expected",
+        )
+    outcome = comparing.check(frame)
     out.print(comparing.check_table(outcome))
+    untested = outcome[outcome["passed"] & ~outcome["tested"]]
+    for row in untested.itertuples():
+        part = f" ({component_label(row.component)})" if row.component else ""
+        err.print(
+            f"[yellow]untested[/] {row.paper} {row.benchmark}{part} ({row.profile}): {row.reason}",
+            highlight=False,
+            soft_wrap=True,
+        )
     failures = outcome[~outcome["passed"]]
     if failures.empty:
         checks = f" ({len(outcome)} checks: components and competitors are checked one by one)"
         files = outcome["path"].nunique()
         noun = "result passes" if files == 1 else f"{files} results pass"
         out.print(f"[green]{'the' if files == 1 else 'all'} {noun}[/]" + (checks if len(outcome) != files else ""))
+        if len(untested):
+            out.print(
+                f"[yellow]{len(untested)} of the checks are not regression-tested[/]: their floor does not beat "
+                "the trivial baseline by the margin (README, Verdicts)"
+            )
         return
     for row in failures.itertuples():
         part = f" ({component_label(row.component)})" if row.component else ""
@@ -465,23 +506,31 @@ def data_verify(
     data_dir: DataDir = None,
 ) -> None:
     """Check every archive found against its content digest (never downloads)."""
+    from metabench import options
     from metabench.data import archives
 
+    options.existing_folder("--data-dir", data_dir)
     names = [dataset] if dataset else list(archives.CATALOGUE)
-    problems = 0
+    problems = found = 0
     for name in names:
         for archive in _archives_of(name):
             path = archives.locate(archive, data_dir)
             if path is None:
                 out.print(f"[yellow]missing[/]  {name}/{archive.filename}")
                 continue
+            found += 1
             try:
                 archives.verify(archive, path)
                 out.print(f"[green]ok[/]       {path}")
             except MetabenchError as error:
                 problems += 1
                 out.print(f"[red]corrupt[/]  {path}: {error.message}")
-    if problems:
+    if not found:
+        from metabench.paths import data_dirs
+
+        searched = ", ".join(str(folder) for folder in data_dirs(data_dir))
+        err.print(f"[red]no archive found[/]: nothing was verified (searched {searched})", soft_wrap=True)
+    if problems or not found:
         raise typer.Exit(1)
 
 
@@ -489,7 +538,10 @@ def data_verify(
 @_friendly
 def data_info(data_dir: DataDir = None) -> None:
     """Where each archive is, where downloads and preprocessed arrays go, and the official addresses."""
+    from metabench import options
     from metabench.data import archives
+
+    options.existing_folder("--data-dir", data_dir)
     from metabench.paths import cache_dir, data_dirs
 
     out.print("search order: " + ", ".join(str(p) for p in data_dirs(data_dir)))
@@ -514,7 +566,9 @@ def data_download(
     data_dir: DataDir = None,
 ) -> None:
     """Fetch a dataset's archives into the cache (skipping any already present and verified)."""
+    from metabench import options
     from metabench.data import archives
 
+    options.existing_folder("--data-dir", data_dir)
     for archive in _archives_of(dataset):
         out.print(f"[green]ok[/] {archives.fetch(archive, data_dir, download=True, progress=err.is_terminal)}")

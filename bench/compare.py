@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-from metabench import results
+from metabench import floors, provenance, results, verify
 from metabench.errors import MetabenchError, ResultError
 from metabench.spec import component_label, printed_number
 from metabench.stats import is_worse, paired
@@ -60,6 +60,10 @@ COLUMNS = [
     "also",
     "claim",
     "claim_expect",
+    "metric",
+    "dirty",
+    "patch",
+    "integrity",
 ]
 
 
@@ -69,6 +73,7 @@ def load_frame(paths: list[Path], paper: str | None = None, profile: str | None 
     for path in results.find(paths):
         data = results.read(path)
         rows.extend(_rows(data, path))
+
     frame = _with_current_targets(pd.DataFrame(rows, columns=COLUMNS))
     if paper is not None:
         frame = frame[frame["paper"] == paper]
@@ -81,6 +86,7 @@ def _rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
     """The frame rows of one result: itself, or one per component of a vector result, plus one per
     competitor of a claim."""
     parts = data.get("components") or [None]
+    integrity = "; ".join(verify.problems(data))
     rows = []
     for part in parts:
         whole = part or data
@@ -118,6 +124,10 @@ def _rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
                 "also": "" if part else _also_cell(data.get("also", {})),
                 "claim": data["claim"]["statement"] if "claim" in data else "",
                 "claim_expect": data["claim"].get("expect", "holds") if "claim" in data else "",
+                "metric": data["protocol"]["metric"],
+                "dirty": data["git"]["dirty"] is True,
+                "patch": provenance.patch_note(data["git"], path),
+                "integrity": integrity,
             }
         )
     if "claim" in data:
@@ -170,6 +180,7 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
             # A claim's verdict needs the per-episode scores, judged at run time; only the floor moves.
             if profile is not None:
                 frame.loc[index, ["floor", "min_above_chance"]] = [profile.floor, profile.min_above_chance]
+            frame.loc[index, "chance"] = bench.chance
             continue
         measured = Interval(row["mean"], row["ci95"], int(row["episodes"]), math.nan)
         reported = bench.reported
@@ -185,6 +196,7 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
             else [math.nan, math.nan, "", None]
         )
         frame.loc[index, ["difference", "band", "verdict"]] = [judgement.difference, judgement.band, judgement.verdict]
+        frame.loc[index, "chance"] = bench.chance
         if profile is not None:
             frame.loc[index, ["floor", "min_above_chance"]] = [
                 bench.floor_of(profile, row["component"]),
@@ -235,6 +247,10 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             "device": frame["device"],
         }
     )
+    if len(frame):
+        noted = [notes(row) for _, row in frame.iterrows()]
+        if any(noted):
+            shown["notes"] = noted
     if len(frame) and "also" in frame and frame["also"].fillna("").astype(bool).any():
         shown["also"] = frame["also"].fillna("")
     if len(frame) and frame["figures"].fillna("").astype(bool).any():
@@ -261,7 +277,16 @@ def rich_table(frame: pd.DataFrame) -> Table:
 
 
 def render(frame: pd.DataFrame, fmt: str) -> str:
-    """The comparison as ``markdown`` (human columns), ``csv`` or ``json`` (every column)."""
+    """The comparison as ``table`` (the terminal's table as plain text, for a file), ``markdown`` (human
+    columns), ``csv`` or ``json`` (every column)."""
+    if fmt == "table":
+        import io
+
+        from rich.console import Console
+
+        buffer = io.StringIO()
+        Console(file=buffer, width=240, color_system=None, force_terminal=False).print(rich_table(frame))
+        return buffer.getvalue()
     if fmt == "markdown":
         shown = display_frame(frame)
         lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
@@ -274,7 +299,32 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
     raise MetabenchError(f"unknown format {fmt!r}", "use table, markdown, csv or json")
 
 
+def untested_floor(row: pd.Series) -> str:
+    """Why a ``quick`` row's floor catches no regression (see :mod:`metabench.floors`), else ``""``."""
+    if row["profile"] != "quick" or row.get("role", "") == "competitor":
+        return ""
+    floor = row["floor"]
+    if floor is None or pd.isna(floor):
+        return ""
+    return floors.uninformative(float(floor), float(row["chance"]), str(row["metric"]), str(row["direction"]))
+
+
+def notes(row: pd.Series) -> str:
+    """What a reader must know before trusting a row: forged or inconsistent numbers, a floor that tests
+    nothing, code that was not committed."""
+    found = []
+    if row.get("integrity", ""):
+        found.append("INCONSISTENT: " + str(row["integrity"]))
+    if untested_floor(row):
+        found.append("floor not regression-tested")
+    if row.get("patch", ""):
+        found.append(str(row["patch"]))
+    return "; ".join(found)
+
+
 def _check_row(row: pd.Series) -> tuple[bool, str]:
+    if row.get("integrity", ""):
+        return False, f"stored numbers disagree with the per-episode scores: {row['integrity']}"
     if row.get("role", "") == "competitor":
         return True, f"claim vs {row['component']}: {row['verdict']} (the method's row is what is checked)"
     if row["profile"] == "paper":
@@ -299,6 +349,9 @@ def _check_row(row: pd.Series) -> tuple[bool, str]:
         floor = row["floor"]
         if floor is None or pd.isna(floor):
             return True, "no floor measured for this benchmark (see its floor_note)"
+        untested = untested_floor(row)
+        if untested:
+            return True, untested
         if row["direction"] == "lower":  # for an error metric the floor is a ceiling
             if row["mean"] > floor:
                 return False, f"{row['mean']:.3f} is above the quick ceiling {floor:g} by {row['mean'] - floor:.3f}"
@@ -323,6 +376,7 @@ def check(frame: pd.DataFrame) -> pd.DataFrame:
     outcomes = [_check_row(row) for _, row in frame.iterrows()]
     checked["passed"] = [ok for ok, _ in outcomes]
     checked["reason"] = [reason for _, reason in outcomes]
+    checked["tested"] = [not untested_floor(row) for _, row in frame.iterrows()]
     return checked
 
 
@@ -331,7 +385,7 @@ def check_table(checked: pd.DataFrame) -> Table:
     for column in ("paper", "benchmark", "profile", "result", "reason"):
         table.add_column(column)
     for row in checked.itertuples():
-        mark = "[green]pass[/]" if row.passed else "[red]FAIL[/]"
+        mark = "[red]FAIL[/]" if not row.passed else "[green]pass[/]" if row.tested else "[yellow]untested[/]"
         name = (
             f"{row.benchmark} (vs {row.component})"
             if getattr(row, "role", "") == "competitor"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -22,8 +23,16 @@ def spec_files() -> list[Path]:
     folders = [packaged]
     extra = os.environ.get("METABENCH_REGISTRY")
     if extra:
+        if not Path(extra).is_dir():
+            _warn_missing(extra)
         folders.append(Path(extra))
     return [path for folder in folders for path in sorted(folder.glob("*.toml"))]
+
+
+@cache
+def _warn_missing(folder: str) -> None:
+    """Say once that ``$METABENCH_REGISTRY`` names no folder: a typo there silently drops a user's specs."""
+    sys.stderr.write(f"warning: METABENCH_REGISTRY={folder} is not a folder; only the packaged specs are loaded\n")
 
 
 @cache

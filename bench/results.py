@@ -20,10 +20,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from metabench.errors import ResultError
-from metabench.spec import VECTOR_METRICS
+from metabench.spec import VECTOR_METRICS, PlusMinusKind
 
 SCHEMA_VERSION = 3
 SUPPORTED_VERSIONS = (1, 2, 3)
@@ -87,6 +87,122 @@ _CLAIM: tuple[str, ...] = ("statement", "against", "confidence", "source", "verd
 _COMPARISON: tuple[str, ...] = ("mean_difference", "ci95", "p_value", "n", "verdict")
 
 
+_NUMBER = "number"
+_NONE = type(None)
+#: the type of every value ``check`` and ``compare`` compute with, by dotted key (``*`` any entry):
+#: a wrong type must be a one-line error naming the key, not a traceback three modules later
+_LEAVES: dict[str, tuple[Any, ...]] = {
+    "protocol.metric": (str,),
+    "protocol.ways": (int,),
+    "protocol.shots": (int,),
+    "test_episodes.count": (int,),
+    "test_episodes.seed": (int,),
+    "test_episodes.digest": (str,),
+    "targets.chance": (_NUMBER,),
+    "targets.floor": (_NUMBER, list, _NONE),
+    "targets.min_above_chance": (_NUMBER, _NONE),
+    "timing.train_seconds": (_NUMBER,),
+    "timing.train_steps": (int,),
+    "environment.device": (str,),
+    "git.commit": (str,),
+    "git.dirty": (bool, _NONE),
+    "git.patch": (str, _NONE),
+}
+_SUMMARY_LEAVES: dict[str, tuple[Any, ...]] = {"mean": (_NUMBER,), "ci95": (_NUMBER,), "std": (_NUMBER,), "n": (int,)}
+_VERDICT_LEAVES: dict[str, tuple[Any, ...]] = {
+    "verdict": (str,),
+    "difference": (_NUMBER,),
+    "band": (_NUMBER,),
+    "rule": (str,),
+}
+_REPORTED_LEAVES: dict[str, tuple[Any, ...]] = {
+    "value": (_NUMBER,),
+    "plus_minus": (_NUMBER,),
+    "plus_minus_kind": (str,),
+    "decimals": (int, _NONE),
+}
+_COMPARISON_LEAVES: dict[str, tuple[Any, ...]] = {
+    "mean_difference": (_NUMBER,),
+    "ci95": (_NUMBER,),
+    "p_value": (_NUMBER,),
+    "n": (int,),
+    "verdict": (str,),
+}
+#: a float64 holds integers this large; a bigger one in a number field is damage, not a score
+_LARGEST = 2.0**1000
+
+
+def _is(value: Any, kinds: tuple[Any, ...]) -> bool:
+    for kind in kinds:
+        if kind == _NUMBER:
+            if isinstance(value, float) or (
+                isinstance(value, int) and not isinstance(value, bool) and abs(value) < _LARGEST
+            ):
+                return True
+        elif kind is bool:
+            if isinstance(value, bool):
+                return True
+        elif kind is int:
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) < _LARGEST:
+                return True
+        elif isinstance(value, kind):
+            return True
+    return False
+
+
+def _kind_names(kinds: tuple[Any, ...]) -> str:
+    return " or ".join("null" if k is _NONE else k if isinstance(k, str) else k.__name__ for k in kinds)
+
+
+def _leaves(table: Any, leaves: dict[str, tuple[Any, ...]], where: str, source: str, optional: bool = False) -> None:
+    """Check the typed values of one table; ``where`` names it in the error (``components[2].summary``)."""
+    if not isinstance(table, dict):
+        raise ResultError(f"{source}: {where!r} is not a table ({type(table).__name__})")
+    for key, kinds in leaves.items():
+        if key not in table:
+            if optional or _NONE in kinds:
+                continue
+            raise ResultError(f"{source}: missing key {where}.{key!r}")
+        if not _is(table[key], kinds):
+            raise ResultError(
+                f"{source}: {where}.{key} is {table[key]!r:.40}, expected {_kind_names(kinds)}",
+                "delete it or re-run the command recorded in it",
+            )
+
+
+def _scores(values: Any, where: str, source: str) -> None:
+    if not isinstance(values, list) or not all(_is(v, (_NUMBER,)) for v in values):
+        raise ResultError(f"{source}: {where} must be numbers, one per test episode")
+
+
+def _reported(value: Any, where: str, source: str) -> None:
+    if value is None:
+        return
+    _leaves(value, _REPORTED_LEAVES, where, source)
+    if value["plus_minus_kind"] not in get_args(PlusMinusKind):
+        raise ResultError(f"{source}: {where}.plus_minus_kind is {value['plus_minus_kind']!r:.40}")
+    if value.get("decimals") is not None and not 0 <= value["decimals"] <= 15:
+        raise ResultError(f"{source}: {where}.decimals is {value['decimals']}, expected 0 to 15")
+
+
+def _typed(data: dict[str, Any], source: str) -> None:
+    """Every value check and compare compute with has the type they expect."""
+    for dotted, kinds in _LEAVES.items():
+        table, key = dotted.split(".")
+        _leaves(data[table], {key: kinds}, table, source)
+    if data["protocol"]["direction"] not in ("higher", "lower"):
+        raise ResultError(f"{source}: protocol.direction is {data['protocol']['direction']!r:.40}")
+    floor = data["targets"]["floor"]
+    if isinstance(floor, list) and not all(_is(v, (_NUMBER,)) for v in floor):
+        raise ResultError(f"{source}: targets.floor must be a number or a list of numbers")
+    _scores(data["scores"], "scores", source)
+    _leaves(data["summary"], _SUMMARY_LEAVES, "summary", source)
+    _leaves(data["verdict"], _VERDICT_LEAVES, "verdict", source)
+    _reported(data["reported"], "reported", source)
+    if not isinstance(data.get("figures", []), list) or not all(isinstance(f, str) for f in data.get("figures", [])):
+        raise ResultError(f"{source}: figures must be a list of file names")
+
+
 def validate(data: Any, source: str = "result") -> dict[str, Any]:
     """Check a loaded result against the schema; errors name the file and the key."""
     if not isinstance(data, dict):
@@ -106,10 +222,9 @@ def validate(data: Any, source: str = "result") -> dict[str, Any]:
         missing = [k for k in inner if k not in data[key]]
         if missing:
             raise ResultError(f"{source}: missing key {key}.{missing[0]!r}")
+    _typed(data, source)
     if len(data["scores"]) != data["test_episodes"]["count"]:
         raise ResultError(f"{source}: {len(data['scores'])} scores for {data['test_episodes']['count']} episodes")
-    if not all(isinstance(s, int | float) and not isinstance(s, bool) for s in data["scores"]):
-        raise ResultError(f"{source}: scores must be numbers")
     _validate_components(data, source)
     _validate_claim(data, source)
     _validate_also(data, source)
@@ -125,16 +240,24 @@ def _validate_claim(data: dict[str, Any], source: str) -> None:
     missing = [k for k in _CLAIM if k not in claim]
     if missing:
         raise ResultError(f"{source}: missing key claim.{missing[0]!r}")
+    _leaves(
+        claim, {"statement": (str,), "verdict": (str,), "against": (list,), "comparisons": (dict,)}, "claim", source
+    )
+    if not claim["against"] or not all(isinstance(name, str) for name in claim["against"]):
+        raise ResultError(f"{source}: claim.against must be a non-empty list of competitor names")
     for name in claim["against"]:
         entry = competitors.get(name)
         if not isinstance(entry, dict) or "scores" not in entry or "summary" not in entry:
             raise ResultError(f"{source}: missing key competitors.{name!r} (scores and summary)")
+        _scores(entry["scores"], f"competitors.{name}.scores", source)
+        _leaves(entry["summary"], _SUMMARY_LEAVES, f"competitors.{name}.summary", source)
         if len(entry["scores"]) != data["test_episodes"]["count"]:
             raise ResultError(f"{source}: competitors.{name} has {len(entry['scores'])} scores")
         comparison = claim["comparisons"].get(name)
         absent = [k for k in _COMPARISON if not isinstance(comparison, dict) or k not in comparison]
         if absent:
             raise ResultError(f"{source}: missing key claim.comparisons.{name}.{absent[0]!r}")
+        _leaves(comparison, _COMPARISON_LEAVES, f"claim.comparisons.{name}", source)
     if data["verdict"]["verdict"] != claim["verdict"]:
         raise ResultError(
             f"{source}: verdict {data['verdict']['verdict']!r} differs from the claim's {claim['verdict']!r}"
@@ -152,9 +275,8 @@ def _validate_also(data: dict[str, Any], source: str) -> None:
             raise ResultError(f"{source}: missing key also.{name}.'scores' or 'summary'")
         if len(part["scores"]) != data["test_episodes"]["count"]:
             raise ResultError(f"{source}: also.{name} has {len(part['scores'])} scores")
-        for key in _NESTED["summary"]:
-            if key not in part["summary"]:
-                raise ResultError(f"{source}: missing key also.{name}.summary.{key!r}")
+        _scores(part["scores"], f"also.{name}.scores", source)
+        _leaves(part["summary"], _SUMMARY_LEAVES, f"also.{name}.summary", source)
 
 
 def _validate_components(data: dict[str, Any], source: str) -> None:
@@ -169,14 +291,14 @@ def _validate_components(data: dict[str, Any], source: str) -> None:
         missing = [k for k in _COMPONENT if not isinstance(component, dict) or k not in component]
         if missing:
             raise ResultError(f"{source}: missing key components[{index}].{missing[0]!r}")
+        where = f"components[{index}]"
+        _leaves(component, {"name": (str,), "floor": (_NUMBER, _NONE)}, where, source)
+        _scores(component["scores"], f"{where}.scores", source)
         if len(component["scores"]) != data["test_episodes"]["count"]:
             raise ResultError(f"{source}: components[{index}] has {len(component['scores'])} scores")
-        for key in _NESTED["summary"]:
-            if key not in component["summary"]:
-                raise ResultError(f"{source}: missing key components[{index}].summary.{key!r}")
-        for key in _NESTED["verdict"]:
-            if key not in component["verdict"]:
-                raise ResultError(f"{source}: missing key components[{index}].verdict.{key!r}")
+        _leaves(component["summary"], _SUMMARY_LEAVES, f"{where}.summary", source)
+        _leaves(component["verdict"], _VERDICT_LEAVES, f"{where}.verdict", source)
+        _reported(component["reported"], f"{where}.reported", source)
 
 
 def write_atomic(data: dict[str, Any], path: Path) -> Path:
@@ -199,6 +321,13 @@ def read(path: Path) -> dict[str, Any]:
     """Load and validate one result file."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ResultError(
+            f"{path}: not UTF-8 text (byte {error.start}), so not a result file",
+            "delete it or re-run the command recorded in it",
+        ) from None
+    except RecursionError:
+        raise ResultError(f"{path}: nested too deeply to be a result file") from None
     except json.JSONDecodeError as error:
         raise ResultError(
             f"{path}: not valid JSON ({error.msg} at line {error.lineno})",

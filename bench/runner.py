@@ -147,7 +147,9 @@ def resolve_benchmark(
     if not matching:
         offered = ", ".join(f"{b.id} ({b.ways}-way {b.shots}-shot {b.dataset})" for b in spec.benchmarks)
         asked = " ".join(
-            f"--{n} {v}" for n, v in (("ways", ways), ("shots", shots), ("dataset", dataset), ("variant", variant)) if v
+            f"--{n} {v}"
+            for n, v in (("ways", ways), ("shots", shots), ("dataset", dataset), ("variant", variant))
+            if v is not None
         )
         raise MetabenchError(f"{spec.key} has no benchmark matching {asked or 'the request'}", f"it has: {offered}")
     chosen = next((b for b in matching if b.default), None)
@@ -555,7 +557,7 @@ def _run_locked(
         console.print(f"Removed {leftover}, left by a run killed while writing its result", highlight=False)
 
     wall_started = time.perf_counter()
-    git = provenance.git_state()  # the code that runs is the code at the start, whatever is edited meanwhile
+    git, patch = provenance.code_state()  # the code that runs is the code at the start, whatever is edited meanwhile
     banks = _Banks(bench, request, device)
     test_bank = banks.get(bench.test_part, f"{bench.id}.test_part")
     shape = EpisodeShape(bench.ways, bench.shots, bench.queries, bench.sequence)
@@ -732,7 +734,7 @@ def _run_locked(
             else {}
         ),
         "environment": provenance.machine(device),
-        "git": git,
+        "git": provenance.keep_patch(git, patch, path),
         "command": request.command,
         "created": created,
         "weights": weights.name,

@@ -584,12 +584,26 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
 
 
 def parse_spec(data: Mapping[str, Any], source: Path) -> Spec:
-    """Validate a TOML document into a :class:`Spec`; errors name ``source`` and the key."""
+    """Validate a TOML document into a :class:`Spec`; errors name ``source`` and the key.
+
+    The checks below name the key they refuse; a value of a shape none of them foresaw (found by the
+    property-based tests) still becomes a :class:`SpecError` naming the file, never a traceback.
+    """
+    try:
+        return _parse_spec(data, source)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as error:
+        raise SpecError(f"{source.name}: malformed spec ({type(error).__name__}: {error})") from None
+
+
+def _parse_spec(data: Mapping[str, Any], source: Path) -> Spec:
     top = _Table(data, source.name)
     defaults_table = top.get("profiles", dict, {})
     unknown = set(defaults_table) - set(PROFILE_NAMES)
     if unknown:
         raise SpecError(f"{source.name}.profiles.{sorted(unknown)[0]}: unknown profile (use smoke, quick, paper)")
+    for name, table in defaults_table.items():
+        if not isinstance(table, Mapping):
+            raise SpecError(f"{source.name}.profiles.{name}: expected a table, found {type(table).__name__}")
     raw_benchmarks = top.get("benchmarks", list)
     if not raw_benchmarks:
         raise SpecError(f"{source.name}.benchmarks: empty (a spec reports at least one benchmark)")

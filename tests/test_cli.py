@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -143,6 +144,27 @@ def test_compare_table_and_paired(smoke_results: Path) -> None:
     assert "shared episodes" in paired.output and "p =" in paired.output
 
 
+def _rescored(data: dict, mean: float, ci95: float) -> None:
+    """Give a scalar result per-episode scores with this mean and interval, and the summary and verdict
+    they imply, so that a doctored result is a consistent one (``check`` recomputes everything)."""
+    from metabench.stats import Z95, mean_interval
+    from metabench.verify import judged
+
+    n = len(data["scores"])
+    spread = ci95 * math.sqrt(n) / Z95 * math.sqrt((n - 1) / n)
+    scores = [mean + (spread if i % 2 == 0 else -spread) for i in range(n - n % 2)] + [mean] * (n % 2)
+    summary = mean_interval(scores)
+    data["scores"] = scores
+    data["summary"] = {"mean": summary.mean, "ci95": summary.half_width, "std": summary.std, "n": summary.n}
+    judged = judged(data)
+    data["verdict"] = {
+        "verdict": judged.verdict,
+        "difference": judged.difference,
+        "band": judged.band,
+        "rule": judged.rule,
+    }
+
+
 def _doctored(source: Path, target_dir: Path, **changes) -> Path:
     data = json.loads(source.read_text())
     for dotted, value in changes.items():
@@ -151,6 +173,8 @@ def _doctored(source: Path, target_dir: Path, **changes) -> Path:
         for key in keys[:-1]:
             holder = holder[key]
         holder[keys[-1]] = value
+    if any(key.startswith("summary__") for key in changes):
+        _rescored(data, data["summary"]["mean"], data["summary"]["ci95"])
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / source.name
     target.write_text(json.dumps(data))

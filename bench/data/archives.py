@@ -11,6 +11,7 @@ verify, so an interrupted or broken download never leaves a file that a later ru
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import lzma
@@ -208,6 +209,32 @@ def _remember_verified(archive: Archive, path: Path) -> None:
         marker.write_text(f"{path.resolve()}\n{archive.content_sha256}\n", encoding="utf-8")
     except OSError:
         pass
+
+
+def forget_verified(path: Path) -> None:
+    """Drop the "verified" marker of whatever archive ``path`` is, so the next run checks it again.
+
+    The marker trusts size and mtime; a file damaged in place with both unchanged passes it, and is only
+    caught when decoding fails. After that the file must be verified in full again.
+    """
+    for files in CATALOGUE.values():
+        for archive in files:
+            if archive.filename == Path(path).name:
+                with contextlib.suppress(OSError):
+                    _marker(archive, Path(path)).unlink(missing_ok=True)
+
+
+def decode_error(path: Path, error: BaseException) -> DataError:
+    """The error for an archive that verified once but does not decode now."""
+    forget_verified(path)
+    return DataError(
+        f"{path} cannot be decoded ({type(error).__name__}: {error}): it changed or was damaged after it was verified",
+        "run `metabench data verify` to check every archive, then replace or re-download the damaged one",
+    )
+
+
+#: what decoding a damaged archive raises: zip, zlib and gzip errors, truncation, unreadable images
+DECODE_ERRORS = _CORRUPT
 
 
 def _verify_once(archive: Archive, path: Path) -> None:

@@ -105,8 +105,13 @@ def read_idx(path: Path, ndim: int) -> Tensor:
         with gzip.open(path, "rb") as stream:
             data = stream.read()
     except (OSError, EOFError, zlib.error) as err:
+        archives.forget_verified(path)
         raise _corrupt(path, f"cannot decompress it ({type(err).__name__}: {err})") from err
-    return parse_idx(data, path, ndim)
+    try:
+        return parse_idx(data, path, ndim)
+    except DataError:
+        archives.forget_verified(path)
+        raise
 
 
 def _split(images_path: Path, labels_path: Path) -> tuple[Tensor, Tensor]:

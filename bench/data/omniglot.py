@@ -68,32 +68,42 @@ class OmniglotImages:
 
 
 def _decode(paths: list[Path], image_size: int) -> dict[str, object]:
-    from PIL import Image
-
     images = torch.zeros(NUM_CHARACTERS, DRAWINGS, image_size, image_size, dtype=torch.uint8)
     alphabets = [""] * NUM_CHARACTERS
     background = torch.zeros(NUM_CHARACTERS, dtype=torch.bool)
     seen = torch.zeros(NUM_CHARACTERS, DRAWINGS, dtype=torch.bool)
     for path in paths:
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.infolist():
-                match = _MEMBER.match(member.filename)
-                if not match:
-                    continue
-                alphabet, _, char_id, drawer = match.groups()
-                char, draw = int(char_id) - 1, int(drawer) - 1
-                with Image.open(io.BytesIO(archive.read(member))) as picture:
-                    small = picture.convert("L").resize((image_size, image_size), Image.Resampling.LANCZOS)
-                images[char, draw] = 255 - torch.frombuffer(bytearray(small.tobytes()), dtype=torch.uint8).view(
-                    image_size, image_size
-                )
-                alphabets[char] = alphabet
-                background[char] = member.filename.startswith("images_background/")
-                seen[char, draw] = True
+        try:
+            _decode_archive(path, image_size, images, alphabets, background, seen)
+        except archives.DECODE_ERRORS as error:
+            raise archives.decode_error(path, error) from error
     if not bool(seen.all()):
         missing = int((~seen).sum())
         raise DataError(f"Omniglot archives lack {missing} of {seen.numel()} drawings", "run metabench data verify")
     return {"images": images, "alphabets": "\n".join(alphabets), "background": background}
+
+
+def _decode_archive(
+    path: Path, image_size: int, images: Tensor, alphabets: list[str], background: Tensor, seen: Tensor
+) -> None:
+    """Decode one archive's drawings into the arrays; a damaged archive raises its zip or zlib error."""
+    from PIL import Image
+
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            match = _MEMBER.match(member.filename)
+            if not match:
+                continue
+            alphabet, _, char_id, drawer = match.groups()
+            char, draw = int(char_id) - 1, int(drawer) - 1
+            with Image.open(io.BytesIO(archive.read(member))) as picture:
+                small = picture.convert("L").resize((image_size, image_size), Image.Resampling.LANCZOS)
+            images[char, draw] = 255 - torch.frombuffer(bytearray(small.tobytes()), dtype=torch.uint8).view(
+                image_size, image_size
+            )
+            alphabets[char] = alphabet
+            background[char] = member.filename.startswith("images_background/")
+            seen[char, draw] = True
 
 
 def load_images(
