@@ -226,6 +226,14 @@ def run(
         ),
     ] = None,
     train_episodes: Annotated[int | None, typer.Option(help="Override the profile's meta-training steps.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Change a profile setting, KEY=VALUE (TOML value; dotted keys into its model table, e.g. "
+            "model.scale=10); repeatable. The result is an experiment: labelled in compare, judged by nothing.",
+        ),
+    ] = None,
     device: Annotated[
         DeviceName, typer.Option(help="Where to run; auto takes CUDA, then MPS, then CPU.")
     ] = DeviceName.auto,
@@ -240,7 +248,7 @@ def run(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
 ) -> None:
     """Reproduce one benchmark: train, evaluate on frozen test episodes, judge against the paper."""
-    from metabench import options
+    from metabench import options, overrides
     from metabench.runner import RunRequest
     from metabench.runner import run as run_benchmark
 
@@ -266,6 +274,7 @@ def run(
         variant=variant,
         test_episodes=episodes,
         train_episodes=train_episodes,
+        settings=overrides.parse_assignments(set_ or []),
         data_dir=data_dir,
         output=output,
         resume=resume,
@@ -279,12 +288,24 @@ def run(
 
 
 def _print_outcome(result: dict[str, Any], path: Path) -> None:
+    from metabench.budget import format_share
     from metabench.compare import verdict_style
+    from metabench.overrides import label
     from metabench.spec import component_label
 
     summary, reported, verdict = result["summary"], result["reported"], result["verdict"]
     table = Table(show_header=False, box=None)
     table.add_row("benchmark", f"{result['paper']} {result['benchmark']} ({result['profile']} profile)")
+    if result.get("budget"):
+        budget = result["budget"]
+        table.add_row(
+            "budget",
+            f"{format_share(budget['share'])} of the paper profile's training "
+            f"({budget['examples']:,} of {budget['paper_examples']:,} training examples)",
+        )
+    settings = (result.get("overrides") or {}).get("set")
+    if settings:
+        table.add_row("experiment", f"--set {label(settings)}: not the paper's profile, judged by nothing")
     if reported:
         pm = "" if reported["plus_minus_kind"] == "none" else f" ± {reported['plus_minus']:g}"
         table.add_row("paper", f"{reported['value']:g}{pm}  ({reported['plus_minus_kind']}; {reported['table']})")
@@ -332,8 +353,10 @@ def _print_outcome(result: dict[str, Any], path: Path) -> None:
         f"train {timing['train_seconds']:.0f}s ({timing['train_episodes_per_second']:.1f} ep/s), "
         f"test {timing['eval_seconds']:.0f}s on {result['environment']['device']}",
     )
-    table.add_row("result", str(path))
     out.print(table)
+    # The path on a line of its own, never wrapped or cut, so that it can be copied whole.
+    out.print("result:", highlight=False)
+    out.print(str(path), soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command()

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-from metabench import floors, provenance, results, verify
+from metabench import floors, overrides, provenance, results, verify
 from metabench.errors import MetabenchError, ResultError
 from metabench.spec import component_label, printed_number
 from metabench.stats import is_worse, paired
@@ -35,6 +35,8 @@ COLUMNS = [
     "component",
     "role",
     "profile",
+    "budget",
+    "experiment",
     "seed",
     "reported",
     "reported_pm",
@@ -128,6 +130,8 @@ def _rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
                 "dirty": data["git"]["dirty"] is True,
                 "patch": provenance.patch_note(data["git"], path),
                 "integrity": integrity,
+                "budget": (data.get("budget") or {}).get("share", math.nan),
+                "experiment": overrides.label((data.get("overrides") or {}).get("set") or {}),
             }
         )
     if "claim" in data:
@@ -174,6 +178,8 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
         except UnknownNameError:
             continue
         profile = bench.profiles.get(row["profile"])
+        if pd.isna(row.get("budget", math.nan)):  # results before schema 4: from their stored hyperparameters
+            frame.loc[index, "budget"] = _stored_budget(bench, row["path"])
         if row.get("role", "") == "competitor":
             continue  # judged against the method from per-episode scores at run time
         if bench.claim is not None:
@@ -203,6 +209,22 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
                 profile.min_above_chance,
             ]
     return frame
+
+
+def _stored_budget(bench: Any, path: str) -> float:
+    from metabench.budget import BUDGET_FIELDS, budget_of
+
+    stored = results.read(Path(path))["hyperparameters"]
+    if not all(key in stored for key in BUDGET_FIELDS):
+        return math.nan
+    return budget_of(bench, stored).share
+
+
+def budget_cell(share: float) -> str:
+    """``budget 9.0%`` (``—`` for a result whose budget cannot be known)."""
+    from metabench.budget import format_share
+
+    return "—" if pd.isna(share) else f"budget {format_share(float(share))}"
 
 
 def verdict_style(verdict: str) -> str:
@@ -243,6 +265,7 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             "difference": [("—" if math.isnan(d) else f"{d:+.2f}") for d in frame["difference"]],
             "verdict": frame["verdict"],
             "profile": frame["profile"],
+            "budget": [budget_cell(b) for b in frame["budget"]] if "budget" in frame else [],
             "episodes": frame["episodes"],
             "device": frame["device"],
         }
@@ -313,6 +336,8 @@ def notes(row: pd.Series) -> str:
     """What a reader must know before trusting a row: forged or inconsistent numbers, a floor that tests
     nothing, code that was not committed."""
     found = []
+    if row.get("experiment", ""):
+        found.append(f"experiment: --set {row['experiment']}")
     if row.get("integrity", ""):
         found.append("INCONSISTENT: " + str(row["integrity"]))
     if untested_floor(row):
@@ -327,6 +352,8 @@ def _check_row(row: pd.Series) -> tuple[bool, str]:
         return False, f"stored numbers disagree with the per-episode scores: {row['integrity']}"
     if row.get("role", "") == "competitor":
         return True, f"claim vs {row['component']}: {row['verdict']} (the method's row is what is checked)"
+    if row.get("experiment", ""):
+        return True, f"experiment (--set {row['experiment']}): not the paper's profile, held to nothing"
     if row["profile"] == "paper":
         if row["verdict"] == "no target":
             return True, "no reported number"
@@ -376,7 +403,7 @@ def check(frame: pd.DataFrame) -> pd.DataFrame:
     outcomes = [_check_row(row) for _, row in frame.iterrows()]
     checked["passed"] = [ok for ok, _ in outcomes]
     checked["reason"] = [reason for _, reason in outcomes]
-    checked["tested"] = [not untested_floor(row) for _, row in frame.iterrows()]
+    checked["tested"] = [not untested_floor(row) and not row.get("experiment", "") for _, row in frame.iterrows()]
     return checked
 
 

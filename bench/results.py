@@ -25,8 +25,9 @@ from typing import Any, get_args
 from metabench.errors import ResultError
 from metabench.spec import VECTOR_METRICS, PlusMinusKind
 
-SCHEMA_VERSION = 3
-SUPPORTED_VERSIONS = (1, 2, 3)
+#: 4: ``budget`` (training examples against the paper profile's) and ``overrides.set`` (``--set``)
+SCHEMA_VERSION = 4
+SUPPORTED_VERSIONS = (1, 2, 3, 4)
 CHECKPOINT_FOLDER = ".checkpoints"
 
 # key -> accepted JSON types; nested tables list their own required keys.
@@ -228,7 +229,35 @@ def validate(data: Any, source: str = "result") -> dict[str, Any]:
     _validate_components(data, source)
     _validate_claim(data, source)
     _validate_also(data, source)
+    _validate_budget(data, source)
     return data
+
+
+def _validate_budget(data: dict[str, Any], source: str) -> None:
+    """Schema 4 records the budget; older results get it computed from their hyperparameters on read."""
+    budget = data.get("budget")
+    if budget is None:
+        if data["schema_version"] >= 4:
+            raise ResultError(f"{source}: missing key 'budget'")
+        return
+    if not isinstance(budget, dict):
+        raise ResultError(f"{source}: 'budget' has the wrong type ({type(budget).__name__})")
+    for key in ("examples", "paper_examples"):
+        value = budget.get(key)
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or value < 0
+            or (key == "paper_examples" and not value)
+        ):
+            raise ResultError(f"{source}: budget.{key} is {value!r}, expected a positive integer")
+    share = budget.get("share")
+    if (
+        not isinstance(share, int | float)
+        or isinstance(share, bool)
+        or share != budget["examples"] / budget["paper_examples"]
+    ):
+        raise ResultError(f"{source}: budget.share is {share!r}, not examples / paper_examples")
 
 
 def _validate_claim(data: dict[str, Any], source: str) -> None:

@@ -38,6 +38,8 @@ from rich.progress import (
 from torch import Tensor
 
 from metabench import allocator, checkpoint, provenance, results
+from metabench import overrides as overrides_module
+from metabench.budget import budget_of
 from metabench.checkpoint import Checkpointer, remove_orphans, restore_rng, rng_state, write_new
 from metabench.data import channels as dataset_channels
 from metabench.data import load_parts
@@ -68,6 +70,8 @@ class RunRequest:
     variant: str | None = None
     test_episodes: int | None = None
     train_episodes: int | None = None
+    #: ``--set`` changes to the profile (see :mod:`metabench.overrides`), already parsed
+    settings: dict[str, Any] = field(default_factory=dict)
     data_dir: Path | None = None
     output: Path = Path("results")
     resume: bool = False
@@ -188,6 +192,12 @@ def _fingerprint(spec: Spec, bench: Benchmark, profile: Profile, seed: int) -> s
     return checkpoint.fingerprint(
         {"paper": spec.key, "benchmark": bench.id, "profile": profile.hyperparameters(), "seed": seed}
     )
+
+
+def _run_label(profile: Profile, overrides: dict[str, Any]) -> str:
+    """The profile's name, or ``quick+set-1a2b3c4d`` for an experiment, in checkpoint and result names."""
+    settings = overrides.get("set")
+    return f"{profile.name}+set-{overrides_module.digest(settings)}" if settings else profile.name
 
 
 def checkpoint_path(output: Path, paper: str, bench: str, profile: str, seed: int) -> Path:
@@ -509,11 +519,20 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
             )
         overrides["test_episodes"] = request.test_episodes
     profile = replace(profile, **overrides)
+    if request.settings:
+        first_reported = bench.reported or next((c.reported for c in bench.components if c.reported), None)
+        model_keys = [f.name for f in dataclasses.fields(implementation(spec).Hyperparameters)]
+        profile = overrides_module.apply(profile, request.settings, first_reported, model_keys)
+        overrides["set"] = dict(request.settings)
+        console.print(f"Experiment, not the paper's profile: --set {overrides_module.label(request.settings)}")
     device = pick_device(request.device)
-    console.print(f"[bold]{spec.key}[/]: {why}; profile {profile.name}, seed {request.seed}, device {device}")
+    console.print(
+        f"[bold]{spec.key}[/]: {why}; profile {profile.name} ({budget_of(bench, profile).label()} of the paper's "
+        f"training), seed {request.seed}, device {device}"
+    )
 
     checkpointer = Checkpointer(
-        checkpoint_path(request.output, spec.key, bench.id, profile.name, request.seed),
+        checkpoint_path(request.output, spec.key, bench.id, _run_label(profile, overrides), request.seed),
         _fingerprint(spec, bench, profile, request.seed),
     )
     # The lock comes before anything looks at the checkpoint, so that a live run's is never judged
@@ -552,7 +571,7 @@ def _run_locked(
             saved = ckpt.load()  # before any data loads: a bad checkpoint is refused at once
         else:
             console.print(f"No checkpoint at {ckpt.path}; starting from step 0")
-    stem = f"{bench.id}__{profile.name}__seed{request.seed}__"
+    stem = f"{bench.id}__{_run_label(profile, overrides)}__seed{request.seed}__"
     for leftover in remove_orphans(Path(request.output) / spec.key, stem):
         console.print(f"Removed {leftover}, left by a run killed while writing its result", highlight=False)
 
@@ -661,7 +680,7 @@ def _run_locked(
     if learned:
         console.print(f"Learned: {json.dumps(learned)}", highlight=False)
     path = _publish_weights(
-        results.result_path(request.output, spec.key, bench.id, profile.name, request.seed, created),
+        results.result_path(request.output, spec.key, bench.id, _run_label(profile, overrides), request.seed, created),
         {
             "paper": spec.key,
             "benchmark": bench.id,
@@ -703,6 +722,7 @@ def _run_locked(
         },
         "hyperparameters": profile.hyperparameters(),
         "overrides": overrides,
+        "budget": budget_of(bench, profile).as_dict(),
         "seed": request.seed,
         "test_episodes": {"count": frozen.count, "seed": bench.test_seed, "digest": frozen.digest},
         **_scored(scores, summary, bench.reported, judgement),

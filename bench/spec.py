@@ -431,7 +431,18 @@ def _parse_claim(table: _Table) -> Claim:
     return claim
 
 
-def _parse_profile(name: str, table: _Table, reported: Reported | None, components: int = 0) -> Profile:
+def parse_profile_table(
+    name: str, data: Mapping[str, Any], where: str, reported: Reported | None, *, targets: bool = True
+) -> Profile:
+    """A profile from a plain table (``--set`` re-validates a changed profile through this)."""
+    return _parse_profile(name, _Table(data, where), reported, targets=targets)
+
+
+def _parse_profile(
+    name: str, table: _Table, reported: Reported | None, components: int = 0, *, targets: bool = True
+) -> Profile:
+    """``targets``: whether the smoke and quick profiles must state what they are held to (an
+    experiment's changed profile is held to nothing, see :mod:`metabench.overrides`)."""
     model = table.get("model", dict, {})
     table.read.add("model")
     profile = Profile(
@@ -483,6 +494,8 @@ def _parse_profile(name: str, table: _Table, reported: Reported | None, componen
             f"{profile.test_episodes} is too few for the {name!r} profile: at least {needed} "
             f"({'600, or the paper' + chr(39) + 's own count when larger' if name == 'paper' else '600'})",
         )
+    if not targets:
+        return profile
     if name == "smoke" and profile.min_above_chance is None:
         raise table._fail("min_above_chance", "missing: the smoke profile states how far above chance it must end")
     if name == "quick" and profile.floor is None and not profile.floor_note:
