@@ -265,7 +265,7 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
             "difference": [("—" if math.isnan(d) else f"{d:+.2f}") for d in frame["difference"]],
             "verdict": frame["verdict"],
             "profile": frame["profile"],
-            "budget": [budget_cell(b) for b in frame["budget"]] if "budget" in frame else [],
+            "budget": [budget_cell(b) for b in frame.get("budget", pd.Series([math.nan] * len(frame)))],
             "episodes": frame["episodes"],
             "device": frame["device"],
         }
@@ -326,7 +326,7 @@ def untested_floor(row: pd.Series) -> str:
     """Why a ``quick`` row's floor catches no regression (see :mod:`metabench.floors`), else ``""``."""
     if row["profile"] != "quick" or row.get("role", "") == "competitor":
         return ""
-    floor = row["floor"]
+    floor = row.get("floor")
     if floor is None or pd.isna(floor):
         return ""
     return floors.uninformative(float(floor), float(row["chance"]), str(row["metric"]), str(row["direction"]))

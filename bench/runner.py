@@ -294,6 +294,20 @@ def _mark_validation(ckpt: Checkpointer, step: int, _batch_size: int) -> None:
     ckpt.mark("validation", step)
 
 
+def validation_score(
+    model: Reproduction,
+    validation: tuple[Frozen, TaskSource],
+    profile: Profile,
+    bench: Benchmark,
+    ckpt: Checkpointer,
+    step: int,
+) -> float:
+    """The mean validation score at ``step`` (what early stopping and the curve record)."""
+    episodes, bank = validation
+    on_batch = functools.partial(_mark_validation, ckpt, step)
+    return float(evaluate(model, episodes, bank, profile.eval_batch, metric=bench.metric, on_batch=on_batch).mean())
+
+
 def _train(
     model: Reproduction,
     profile: Profile,
@@ -421,16 +435,7 @@ def _train(
                     f"train_{bench.metric}": state.window_accuracy / state.window_steps,
                 }
                 if validation is not None:
-                    point[f"val_{bench.metric}"] = float(
-                        evaluate(
-                            model,
-                            validation[0],
-                            validation[1],
-                            profile.eval_batch,
-                            metric=bench.metric,
-                            on_batch=functools.partial(_mark_validation, ckpt, state.step),
-                        ).mean()
-                    )
+                    point[f"val_{bench.metric}"] = validation_score(model, validation, profile, bench, ckpt, state.step)
                     if profile.early_stopping and best.consider(state.step, point[f"val_{bench.metric}"], model):
                         state.best_step, state.best_score = best.step, best.score
                 state.curve.append(point)
@@ -660,6 +665,7 @@ def _run_locked(
             "competitors": {name: _summarised(values) for name, values in competitor_scores.items()},
             "claim": {
                 **dataclasses.asdict(bench.claim),
+                "against": list(bench.claim.against),  # JSON has no tuples: the result reads back as written
                 "verdict": judgement.verdict,
                 "rule": judgement.rule,
                 "comparisons": {

@@ -110,7 +110,7 @@ def vector_result(profile: str = "paper", means: list[float] | None = None) -> d
             "name": c.name,
             "instance": c.instance,
             "scores": [m, m],
-            "summary": {"mean": m, "ci95": 0.1, "std": 0.0, "n": 2},
+            "summary": {"mean": m, "ci95": 0.0, "std": 0.0, "n": 2},  # what check recomputes from the scores
             "reported": None,
             "verdict": {"verdict": "no target", "difference": math.nan, "band": math.nan, "rule": ""},
             "floor": None,
@@ -169,7 +169,9 @@ def test_quick_floors_are_per_instance(tmp_path: Path) -> None:
     checked = compare.check(compare.load_frame([tmp_path]))
     if isinstance(floors, tuple):
         assert checked["floor"].tolist() == list(floors)
-        assert not checked["passed"].any()
+        tested = checked[checked["tested"]]
+        assert len(tested) and not tested["passed"].any(), "every floor that means something catches a zero"
+        assert checked.loc[~checked["tested"], "reason"].str.contains("not regression-tested").all()
     else:  # no floor measured: the check says so instead of passing silently on a number
         assert checked["reason"].str.contains("no floor measured").all()
 

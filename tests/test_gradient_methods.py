@@ -119,8 +119,8 @@ def test_linear_schedule_anneals_the_meta_step_from_lr_to_zero() -> None:
 def test_check_treats_an_error_metric_floor_as_a_ceiling() -> None:
     rows = pd.DataFrame(
         [
-            {"profile": "quick", "floor": 0.5, "mean": 0.4, "direction": "lower"},
-            {"profile": "quick", "floor": 0.5, "mean": 0.6, "direction": "lower"},
+            {"profile": "quick", "floor": 0.5, "mean": 0.4, "direction": "lower", "chance": 4.25, "metric": "mse"},
+            {"profile": "quick", "floor": 0.5, "mean": 0.6, "direction": "lower", "chance": 4.25, "metric": "mse"},
             {"profile": "smoke", "chance": 4.25, "min_above_chance": 1.0, "mean": 2.0, "direction": "lower"},
             {"profile": "smoke", "chance": 4.25, "min_above_chance": 1.0, "mean": 3.9, "direction": "lower"},
         ]

@@ -35,10 +35,12 @@ def minimal() -> dict[str, Any]:
             "test_part": "test",
         },
         "hyperparameters": {},
+        "budget": {"examples": 1000, "paper_examples": 4000, "share": 0.25},
         "seed": 0,
         "test_episodes": {"count": 2, "seed": 0, "digest": "ab" * 32},
         "scores": [100.0, 80.0],
-        "summary": {"mean": 90.0, "ci95": 19.6, "std": 14.1, "n": 2},
+        # exactly what check recomputes from the two scores (std sqrt(200), 1.96 std / sqrt(2))
+        "summary": {"mean": 90.0, "ci95": 19.59963984540054, "std": 14.142135623730951, "n": 2},
         "reported": None,
         "verdict": {"verdict": "no target", "difference": float("nan"), "band": float("nan"), "rule": ""},
         "targets": {"chance": 20.0, "floor": None, "min_above_chance": 20.0},
@@ -119,3 +121,15 @@ def test_compare_prints_reported_numbers_with_the_papers_decimals(tmp_path: Path
     results.write_atomic(data, tmp_path / "r.json")
     shown = compare.display_frame(compare.load_frame([tmp_path]))
     assert shown["reported"].tolist() == ["96.0"]
+
+
+def test_a_schema_4_result_states_its_budget_and_older_ones_need_not() -> None:
+    data = minimal()
+    data["budget"]["share"] = 0.5
+    with pytest.raises(ResultError, match=r"budget\.share"):
+        results.validate(data)
+    del data["budget"]
+    with pytest.raises(ResultError, match="missing key 'budget'"):
+        results.validate(data)
+    data["schema_version"] = 3
+    results.validate(data)
