@@ -226,10 +226,12 @@ def test_a_signal_at_any_phase_stops_at_the_boundary_and_resumes_exactly(
 ) -> None:
     monkeypatch.setenv(SIGNAL_HOOK, f"{name}:{phase}:{step}")
     expected = TerminatedRun if name == "SIGTERM" else InterruptedRun
+    # whatever was installed before (Python's default, or SIG_IGN in a pytest-xdist worker) comes back
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
     with pytest.raises(expected, match=f"at step {step} of 60") as stopped:
         metabench.run_benchmark("maml", **SINUSOID, output=tmp_path)
     assert stopped.value.exit_code == (143 if name == "SIGTERM" else 130)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "handlers are restored"
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before, "handlers are restored"
     monkeypatch.delenv(SIGNAL_HOOK)
     resumed, _ = metabench.run_benchmark("maml", **SINUSOID, output=tmp_path, resume=True)
     assert resumed["timing"]["train_steps"] == 60
