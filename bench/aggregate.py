@@ -143,6 +143,8 @@ def display_frame(collapsed: pd.DataFrame, seed_means: bool = False) -> pd.DataF
     shown = compare.display_frame(collapsed)
     if collapsed.empty:
         return shown
+    # What differs between seeds (device, figures) and the budget say nothing about the aggregate.
+    shown = shown.drop(columns=[c for c in ("budget", "device", "figures") if c in shown.columns])
     shown = shown.rename(columns={"reproduced": "mean over seeds ± t95"})
     at = list(shown.columns).index("verdict")
     shown.insert(at, "seeds", collapsed["seeds"].astype(int).to_numpy())

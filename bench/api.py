@@ -162,7 +162,7 @@ def sweep(
     wait: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
-    """Run a sweep as ``metabench sweep`` does and return its manifest (``OUTPUT/sweep.json``).
+    """Run a sweep as ``metabench sweep`` does and return its manifest (``OUTPUT/.sweep/manifest.json``).
 
     ``seeds`` is a list or ``"0-4"``; other options are :class:`~metabench.sweeps.SweepRequest` fields
     (``jobs``, ``cpus_per_job``, ``device``, ``slurm=SlurmOptions(...)``). The local executor always

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from metabench.errors import MetabenchError
@@ -41,9 +42,10 @@ def _friendly(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except MetabenchError as error:
-            err.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
+            # Escaped: a message is plain text (`pip install "metabench[cluster]"` is not markup).
+            err.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
             if error.hint:
-                err.print(f"  {error.hint}", highlight=False, soft_wrap=True)
+                err.print(f"  {escape(error.hint)}", highlight=False, soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/]")

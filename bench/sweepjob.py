@@ -105,7 +105,7 @@ class SweepJob:
                 self.command,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env},
+                env={**os.environ, "COLUMNS": "200", **self.env},  # log lines unwrapped, for status
                 preexec_fn=self._prepare_child,
             )
             try:

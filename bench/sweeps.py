@@ -8,7 +8,7 @@ output folder (see :mod:`metabench.sweepjob`). Two executors:
 * ``slurm``: one job array per submission, with a concurrency limit; partition, time, GPUs, CPUs and
   memory per job from flags or a small TOML file. The command returns once the array is queued.
 
-``OUTPUT/sweep.json`` (the manifest) lists every job the sweep was asked for and each submission of it.
+``OUTPUT/.sweep/manifest.json`` (the manifest) lists every job the sweep was asked for and each submission of it.
 A job's state is read from the folder, never remembered: a result file means done (whichever machine
 wrote it, so merged folders count), the job's state file says running, interrupted or failed, and the
 scheduler's queue says queued. Running the same sweep again therefore skips what is done or still
@@ -37,8 +37,9 @@ from metabench import results
 from metabench.errors import MetabenchError, UnknownNameError, did_you_mean
 from metabench.sweepjob import SweepJob, read_state
 
-MANIFEST = "sweep.json"
 STATE_FOLDER = ".sweep"
+#: the manifest, hidden with the jobs' states and logs: a results folder holds only results as ``*.json``
+MANIFEST = f"{STATE_FOLDER}/manifest.json"
 SCHEMA = 1
 INSTALL_HINT = 'install it with: pip install "metabench[cluster]" (or pip install submitit)'
 PROFILES = ("smoke", "quick", "paper")
@@ -173,6 +174,7 @@ def read_manifest(output: Path) -> dict[str, Any]:
 def write_manifest(output: Path, manifest: dict[str, Any]) -> None:
     manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     path = manifest_path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.part")
     temporary.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     os.replace(temporary, path)

@@ -66,6 +66,9 @@ SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued job waits cred_expire seconds before it may start again (120 by default): 10 keeps the
+# pre-emption test short.
+AuthInfo=cred_expire=10
 StateSaveLocation=$STATE
 SlurmdSpoolDir=$SPOOL
 SlurmctldPidFile=/run/slurmctld.pid
