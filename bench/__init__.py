@@ -8,6 +8,8 @@ The Python API mirrors the command line:
 >>> frame = metabench.load_results("results")
 >>> model = metabench.load_model(path)
 >>> scores = metabench.evaluate_on_images(model, my_images, ways=5, shots=1, queries=5, episodes=100)
+>>> table = metabench.list_benchmarks()
+>>> manifest = metabench.sweep("maml", "sinusoid-*", profiles="smoke", seeds="0-4", output="runs")
 """
 
 from __future__ import annotations
@@ -15,10 +17,29 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from metabench.api import evaluate_on_images, load_model, load_results, load_spec, run_benchmark
+    from metabench.api import (
+        evaluate_on_images,
+        list_benchmarks,
+        load_model,
+        load_results,
+        load_spec,
+        run_benchmark,
+        sweep,
+        sweep_status,
+    )
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "evaluate_on_images", "load_model", "load_results", "load_spec", "run_benchmark"]
+__all__ = [
+    "__version__",
+    "evaluate_on_images",
+    "list_benchmarks",
+    "load_model",
+    "load_results",
+    "load_spec",
+    "run_benchmark",
+    "sweep",
+    "sweep_status",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -111,3 +111,86 @@ def evaluate_on_images(
     frozen = freeze(bank, EpisodeShape(ways, shots, queries), episodes, seed, {"dataset": "caller"})
     scores = evaluate(model, frozen, bank, batch_size)
     return ImageEvaluation(scores, mean_interval(scores), frozen.digest)
+
+
+def list_benchmarks() -> pd.DataFrame:
+    """What ``metabench list`` shows, one row per benchmark, as a DataFrame (``list --format json`` too).
+
+    Scripts that sweep over the registry read it here instead of reaching into internal modules.
+    """
+    from metabench.cli import _protocol_text, _reported_text, _source_text
+    from metabench.registry_loader import all_specs
+
+    rows = []
+    for spec in all_specs().values():
+        for bench in spec.benchmarks:
+            reported = bench.reported
+            rows.append(
+                {
+                    "paper": spec.key,
+                    "year": spec.year,
+                    "benchmark": bench.id,
+                    "default": bench.default,
+                    "variant": bench.variant,
+                    "dataset": bench.dataset,
+                    "split": bench.split,
+                    "ways": bench.ways,
+                    "shots": bench.shots,
+                    "queries": bench.queries,
+                    "metric": bench.metric,
+                    "direction": bench.direction,
+                    "protocol": _protocol_text(bench),
+                    "reported": _reported_text(reported, bench),
+                    "reported_value": reported.value if reported else None,
+                    "reported_pm": reported.plus_minus if reported else None,
+                    "pm_kind": reported.plus_minus_kind if reported else None,
+                    "source": _source_text(bench),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def sweep(
+    papers: list[str] | str | None = None,
+    benchmarks: list[str] | str | None = None,
+    *,
+    everything: bool = False,
+    profiles: list[str] | str = "quick",
+    seeds: list[int] | str | int = 0,
+    output: str | Path = "results/sweep",
+    executor: str = "local",
+    wait: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Run a sweep as ``metabench sweep`` does and return its manifest (``OUTPUT/.sweep/manifest.json``).
+
+    ``seeds`` is a list or ``"0-4"``; other options are :class:`~metabench.sweeps.SweepRequest` fields
+    (``jobs``, ``cpus_per_job``, ``device``, ``slurm=SlurmOptions(...)``). The local executor always
+    waits; on SLURM ``wait=False`` returns once the job array is queued, and
+    ``metabench.sweep_status(output)`` reports later.
+    """
+    from metabench import sweeps as sweeping
+
+    def listed(value: list[str] | str | None) -> list[str]:
+        return [value] if isinstance(value, str) else list(value or [])
+
+    seed_list = sweeping.parse_seeds(seeds) if isinstance(seeds, str) else [seeds] if isinstance(seeds, int) else seeds
+    request = sweeping.SweepRequest(
+        papers=listed(papers),
+        benchmarks=listed(benchmarks),
+        everything=everything,
+        profiles=listed(profiles),
+        seeds=list(seed_list),
+        output=Path(output),
+        executor=executor,
+        wait=wait,
+        **options,
+    )
+    return sweeping.sweep(request)
+
+
+def sweep_status(output: str | Path) -> pd.DataFrame:
+    """Each job of the sweep in ``output`` and its state, as ``metabench sweep status`` shows it."""
+    from metabench import sweeps as sweeping
+
+    return pd.DataFrame(sweeping.status(Path(output)))

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from metabench.errors import MetabenchError
@@ -41,9 +42,10 @@ def _friendly(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except MetabenchError as error:
-            err.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
+            # Escaped: a message is plain text (`pip install "metabench[cluster]"` is not markup).
+            err.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
             if error.hint:
-                err.print(f"  {error.hint}", highlight=False, soft_wrap=True)
+                err.print(f"  {escape(error.hint)}", highlight=False, soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/]")
@@ -132,11 +134,26 @@ def _source_text(bench: Any) -> str:
     return f"{reported.table}" if reported else ""
 
 
+class ListFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
 @app.command("list")
 @_friendly
-def list_papers() -> None:
+def list_papers(
+    format: Annotated[ListFormat, typer.Option("--format", help="table or json (metabench.list_benchmarks()).")] = (
+        ListFormat.table
+    ),
+) -> None:
     """Every paper in the registry with its benchmarks and reported numbers."""
     from metabench.registry_loader import all_specs
+
+    if format is ListFormat.json:
+        from metabench.api import list_benchmarks
+
+        _emit(list_benchmarks().to_json(orient="records", indent=1) + "\n", None)
+        return
 
     table = Table(title="metabench registry", show_lines=False)
     for column in ("paper", "benchmark", "protocol", "reported", "source"):
@@ -374,10 +391,20 @@ def compare(
     plot: Annotated[
         Path | None, typer.Option(help="Also write a PNG of validation accuracy against training time.")
     ] = None,
+    by_seed: Annotated[
+        bool | None,
+        typer.Option(
+            "--by-seed/--by-run",
+            help="One row per benchmark and profile over its seeds (mean, t-interval across seeds); "
+            "default: by seed when some benchmark has several seeds.",
+            show_default=False,
+        ),
+    ] = None,
+    seed_means: Annotated[bool, typer.Option("--seed-means", help="With --by-seed: each seed's mean too.")] = False,
 ) -> None:
     """Every result against its paper: reported, reproduced with interval, difference, verdict."""
+    from metabench import aggregate, options
     from metabench import compare as comparing
-    from metabench import options
 
     options.writable_file("--output", output)
     options.writable_file("--plot", plot)
@@ -388,10 +415,24 @@ def compare(
     frame = _selected(paths, paper, profile)
     if plot is not None:
         err.print(f"wrote {comparing.plot_curves(frame, plot)}")
+    if aggregate.wanted(frame, by_seed):
+        _emit_aggregate(frame, format, output, seed_means)
+        return
     if format is Format.table and output is None:
         out.print(comparing.rich_table(frame))
         return
     _emit(comparing.render(frame, format.value), output)
+
+
+def _emit_aggregate(frame: Any, format: Format, output: Path | None, seed_means: bool) -> None:
+    """One row per benchmark and profile, over its seeds (see :mod:`metabench.aggregate`)."""
+    from metabench import aggregate
+
+    collapsed = aggregate.by_seed(frame)
+    if format is Format.table and output is None:
+        out.print(aggregate.rich_table(collapsed, seed_means))
+        return
+    _emit(aggregate.render(collapsed, format.value, seed_means), output)
 
 
 def _emit(text: str, output: Path | None) -> None:
@@ -415,6 +456,7 @@ def check(
 ) -> None:
     """Exit 1 when a result falls short: paper runs below the reported band, quick runs below their floor,
     any result whose stored summary or verdict disagrees with its per-episode scores."""
+    from metabench import aggregate
     from metabench import compare as comparing
     from metabench.errors import ResultError
     from metabench.spec import component_label
@@ -430,7 +472,8 @@ def check(
             f"no results found under {where}{filters}",
             "check the path and filters, or pass --allow-empty when an empty selection is expected",
         )
-    outcome = comparing.check(frame)
+    # Several seeds of one benchmark and profile are judged together, on their mean over seeds.
+    outcome = comparing.check(aggregate.by_seed(frame) if aggregate.wanted(frame, None) else frame)
     out.print(comparing.check_table(outcome))
     untested = outcome[outcome["passed"] & ~outcome["tested"]]
     for row in untested.itertuples():
@@ -443,9 +486,10 @@ def check(
     failures = outcome[~outcome["passed"]]
     if failures.empty:
         checks = f" ({len(outcome)} checks: components and competitors are checked one by one)"
-        files = outcome["path"].nunique()
+        files = len({p for paths in outcome["path"] for p in str(paths).split(";")})  # seeds aggregated: joined
         noun = "result passes" if files == 1 else f"{files} results pass"
-        out.print(f"[green]{'the' if files == 1 else 'all'} {noun}[/]" + (checks if len(outcome) != files else ""))
+        judged = outcome["path"].nunique()  # results, or groups of seeds judged together
+        out.print(f"[green]{'the' if files == 1 else 'all'} {noun}[/]" + (checks if len(outcome) != judged else ""))
         if len(untested):
             out.print(
                 f"[yellow]{len(untested)} of the checks are not regression-tested[/]: their floor does not beat "
@@ -595,3 +639,9 @@ def data_download(
     options.existing_folder("--data-dir", data_dir)
     for archive in _archives_of(dataset):
         out.print(f"[green]ok[/] {archives.fetch(archive, data_dir, download=True, progress=err.is_terminal)}")
+
+
+# `metabench sweep` lives in its own module, which imports the helpers above.
+from metabench import sweep_cli  # noqa: E402
+
+app.add_typer(sweep_cli.app, name="sweep")

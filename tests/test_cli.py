@@ -115,7 +115,8 @@ def test_run_prints_paper_reproduced_and_verdict(tmp_path: Path, data_dir: Path)
 @pytest.mark.parametrize("fmt", ["markdown", "csv", "json"])
 def test_compare_writes_every_format(smoke_results: Path, tmp_path: Path, fmt: str) -> None:
     target = tmp_path / f"table.{fmt}"
-    result = invoke("compare", str(smoke_results), "--format", fmt, "--output", str(target))
+    # --by-run: one row per result (two seeds of one benchmark would be aggregated by default).
+    result = invoke("compare", str(smoke_results), "--by-run", "--format", fmt, "--output", str(target))
     assert result.exit_code == 0
     text = target.read_text()
     assert "omniglot-5w1s" in text and "98.8" in text
