@@ -424,6 +424,13 @@ def check_table(checked: pd.DataFrame) -> Table:
     return table
 
 
+def _run_name(data: dict[str, Any]) -> str:
+    """``matchingnet omniglot-5w1s (quick, seed 0, --set model.scale=10)``: which run a paired side is."""
+    settings = (data.get("overrides") or {}).get("set")
+    changes = f", --set {overrides.label(settings)}" if settings else ""
+    return f"{data['paper']} {data['benchmark']} ({data['profile']}, seed {data['seed']}{changes})"
+
+
 def paired_report(first: Path, second: Path) -> str:
     """Mean difference A - B with its interval and a paired test, for results on the same episodes."""
     a, b = results.read(first), results.read(second)
@@ -434,8 +441,7 @@ def paired_report(first: Path, second: Path) -> str:
             "a paired comparison needs the same benchmark protocol, test seed and episode count",
         )
     comparison = paired(a["scores"], b["scores"])
-    name_a = f"{a['paper']} {a['benchmark']} ({a['profile']}, seed {a['seed']})"
-    name_b = f"{b['paper']} {b['benchmark']} ({b['profile']}, seed {b['seed']})"
+    name_a, name_b = _run_name(a), _run_name(b)
     lines = [
         f"A: {name_a}: {a['summary']['mean']:.2f} ± {a['summary']['ci95']:.2f}",
         f"B: {name_b}: {b['summary']['mean']:.2f} ± {b['summary']['ci95']:.2f}",
