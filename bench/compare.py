@@ -215,9 +215,13 @@ def _stored_budget(bench: Any, path: str) -> float:
     from metabench.budget import BUDGET_FIELDS, budget_of
 
     stored = results.read(Path(path))["hyperparameters"]
-    if not all(key in stored for key in BUDGET_FIELDS):
+    counts = [stored.get(key) for key in BUDGET_FIELDS]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+        return math.nan  # a result too old or too damaged to say; its row shows "—"
+    try:
+        return budget_of(bench, stored).share
+    except (KeyError, ValueError, ZeroDivisionError):
         return math.nan
-    return budget_of(bench, stored).share
 
 
 def budget_cell(share: float) -> str:
