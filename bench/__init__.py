@@ -15,10 +15,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from metabench.api import evaluate_on_images, load_model, load_results, load_spec, run_benchmark
+    from metabench.api import evaluate_on_images, load_model, load_results, load_spec, run_benchmark, run_benchmarks
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "evaluate_on_images", "load_model", "load_results", "load_spec", "run_benchmark"]
+__all__ = [
+    "__version__",
+    "evaluate_on_images",
+    "load_model",
+    "load_results",
+    "load_spec",
+    "run_benchmark",
+    "run_benchmarks",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -246,11 +246,21 @@ def run(
     ] = None,
     no_download: Annotated[bool, typer.Option("--no-download", help="Fail instead of downloading data.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    only_this_benchmark: Annotated[
+        bool,
+        typer.Option(
+            "--only-this-benchmark",
+            help="Score only the asked benchmark, not the others its training serves (same training, other test).",
+        ),
+    ] = False,
 ) -> None:
-    """Reproduce one benchmark: train, evaluate on frozen test episodes, judge against the paper."""
+    """Reproduce one benchmark: train, evaluate on frozen test episodes, judge against the paper.
+
+    Benchmarks of the paper that share every training setting and differ only in how they are tested are
+    scored too, each on its own frozen episodes with its own result (the run says which).
+    """
     from metabench import options, overrides
-    from metabench.runner import RunRequest
-    from metabench.runner import run as run_benchmark
+    from metabench.runner import RunRequest, run_all
 
     if resume and fresh:
         raise MetabenchError("--resume and --fresh contradict each other", "pick one")
@@ -282,9 +292,10 @@ def run(
         stop_after=stop_after,
         download=not no_download,
         progress=not no_progress and sys.stderr.isatty(),
+        share_training=not only_this_benchmark,
     )
-    result, path = run_benchmark(request, console=err)
-    _print_outcome(result, path)
+    for result, path in run_all(request, console=err):
+        _print_outcome(result, path)
 
 
 def _print_outcome(result: dict[str, Any], path: Path) -> None:
