@@ -194,11 +194,6 @@ def resolve_benchmark(
     return chosen, f"benchmark {chosen.id} ({setting} {chosen.dataset}; {why})"
 
 
-def first_reported(bench: Benchmark) -> Any:
-    """The benchmark's reported number, or its first component's that has one (what minima are set by)."""
-    return bench.reported or next((c.reported for c in bench.components if c.reported), None)
-
-
 def resolved_profile(request: RunRequest, spec: Spec, bench: Benchmark) -> tuple[Profile, dict[str, Any]]:
     """``bench``'s profile with the request's ``--train-episodes``, ``--episodes`` and ``--set`` applied,
     and those overrides as a result records them."""
@@ -213,7 +208,7 @@ def resolved_profile(request: RunRequest, spec: Spec, bench: Benchmark) -> tuple
             )
         overrides["train_episodes"] = request.train_episodes
     if request.test_episodes is not None:
-        minimum = minimum_test_episodes(profile.name, first_reported(bench))
+        minimum = minimum_test_episodes(profile.name, bench.first_reported)
         if request.test_episodes < minimum:
             raise MetabenchError(
                 f"--episodes {request.test_episodes} is too few for the {profile.name} profile",
@@ -223,7 +218,7 @@ def resolved_profile(request: RunRequest, spec: Spec, bench: Benchmark) -> tuple
     profile = replace(profile, **overrides)
     if request.settings:
         model_keys = [f.name for f in dataclasses.fields(implementation(spec).Hyperparameters)]
-        profile = overrides_module.apply(profile, request.settings, first_reported(bench), model_keys)
+        profile = overrides_module.apply(profile, request.settings, bench.first_reported, model_keys)
         overrides["set"] = dict(request.settings)
     return profile, overrides
 
