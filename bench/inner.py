@@ -38,6 +38,7 @@ path refuses models that contain the native layers (:func:`check_model`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -235,6 +236,67 @@ class InnerState:
     v: Params | None = None
 
 
+def _inner_steps(
+    p: Params,
+    x: Tensor,
+    y: Tensor,
+    idx: Tensor | None,
+    differentiate: Callable[[Params, Tensor, Tensor], Params],
+    *,
+    steps: int,
+    lr: StepRate | Sequence[StepRate] | Adam,
+    rates: list[StepRate],
+    adam_state: tuple[Params, Params, int] | None,
+    prior: Prior | None,
+) -> tuple[Params, InnerState]:
+    """One task's ``steps`` inner steps from ``p`` (SGD at ``rates`` or Adam from ``adam_state``), each a
+    proximal step toward the prior's centre when there is one."""
+    m = v = None
+    t0 = 0
+    if isinstance(lr, Adam):
+        assert adam_state is not None
+        m, v, t0 = dict(adam_state[0]), dict(adam_state[1]), adam_state[2]
+    for step in range(steps):
+        xs, ys = (x, y) if idx is None else (x[idx[step]], y[idx[step]])
+        g = differentiate(p, xs, ys)
+        sizes: StepRate | Params
+        if isinstance(lr, Adam):
+            assert m is not None and v is not None
+            p, m, v, sizes = _adam_step(p, g, m, v, t0 + step + 1, lr)
+        else:
+            p, sizes = _sgd_step(p, g, rates[step])
+        if prior is not None:
+            p = _proximal(p, sizes, prior)
+    return p, InnerState(m, v)
+
+
+def _schedule(
+    lr: StepRate | Sequence[StepRate] | Adam, steps: int, params: Params, adam_state: tuple[Params, Params, int] | None
+) -> tuple[list[StepRate], tuple[Params, Params, int] | None]:
+    """The SGD rate of each step, or Adam's starting state (zero moments unless given)."""
+    if isinstance(lr, Adam):
+        if adam_state is None:
+            zeros = {k: torch.zeros_like(p) for k, p in params.items()}
+            adam_state = (zeros, dict(zeros), 0)
+        return [], adam_state
+    rates = list(lr) if isinstance(lr, Sequence) else [lr] * steps
+    if len(rates) != steps:
+        raise ValueError(f"{len(rates)} inner learning rates for {steps} steps")
+    return rates, adam_state
+
+
+def _stacked(done: list[tuple[Params, InnerState]], params: Params, adam: bool) -> tuple[Params, InnerState]:
+    """The loop path's per-task parameters (and Adam moments) stacked along a task axis."""
+    adapted = {k: torch.stack([p[k] for p, _ in done]) for k in params}
+    if adam:
+        states = [state for _, state in done]
+        return adapted, InnerState(
+            {k: torch.stack([s.m[k] for s in states if s.m]) for k in params},
+            {k: torch.stack([s.v[k] for s in states if s.v]) for k in params},
+        )
+    return adapted, InnerState()
+
+
 def adapt(
     model: nn.Module,
     params: Params,
@@ -271,39 +333,12 @@ def adapt(
     tasks = support_x.shape[0]
     chosen = "loop" if not task_axis else resolve_path(path, support_x.device)
     check_model(model, chosen, first_order)
-    if isinstance(lr, Adam):
-        if adam_state is None:
-            zeros = {k: torch.zeros_like(p) for k, p in params.items()}
-            adam_state = (zeros, dict(zeros), 0)
-        rates: list[StepRate] = []
-    else:
-        rates = list(lr) if isinstance(lr, Sequence) else [lr] * steps
-        if len(rates) != steps:
-            raise ValueError(f"{len(rates)} inner learning rates for {steps} steps")
+    rates, adam_state = _schedule(lr, steps, params, adam_state)
 
     def task_loss(p: Params, x: Tensor, y: Tensor) -> Tensor:
         return loss_fn(call(model, p, buffers, x), y)
 
-    def run_task(
-        p: Params, x: Tensor, y: Tensor, idx: Tensor | None, differentiate: Callable[[Params, Tensor, Tensor], Params]
-    ) -> tuple[Params, InnerState]:
-        m = v = None
-        t0 = 0
-        if isinstance(lr, Adam):
-            assert adam_state is not None
-            m, v, t0 = dict(adam_state[0]), dict(adam_state[1]), adam_state[2]
-        for step in range(steps):
-            xs, ys = (x, y) if idx is None else (x[idx[step]], y[idx[step]])
-            g = differentiate(p, xs, ys)
-            sizes: StepRate | Params
-            if isinstance(lr, Adam):
-                assert m is not None and v is not None
-                p, m, v, sizes = _adam_step(p, g, m, v, t0 + step + 1, lr)
-            else:
-                p, sizes = _sgd_step(p, g, rates[step])
-            if prior is not None:
-                p = _proximal(p, sizes, prior)
-        return p, InnerState(m, v)
+    run_task = functools.partial(_inner_steps, steps=steps, lr=lr, rates=rates, adam_state=adam_state, prior=prior)
 
     if chosen == "batched":
         inner_grad = grad(task_loss)
@@ -330,22 +365,12 @@ def adapt(
     if not task_axis:
         with torch.enable_grad():
             return run_task(params, support_x, support_y, batches, differentiate_loop)
-    per_task: list[Params] = []
-    states: list[InnerState] = []
     with torch.enable_grad():
-        for i in range(tasks):
-            p, state = run_task(
-                params, support_x[i], support_y[i], None if batches is None else batches[i], differentiate_loop
-            )
-            per_task.append(p)
-            states.append(state)
-    adapted = {k: torch.stack([p[k] for p in per_task]) for k in params}
-    if isinstance(lr, Adam):
-        return adapted, InnerState(
-            {k: torch.stack([s.m[k] for s in states if s.m]) for k in params},
-            {k: torch.stack([s.v[k] for s in states if s.v]) for k in params},
-        )
-    return adapted, InnerState()
+        done = [
+            run_task(params, support_x[i], support_y[i], None if batches is None else batches[i], differentiate_loop)
+            for i in range(tasks)
+        ]
+    return _stacked(done, params, isinstance(lr, Adam))
 
 
 def task_by_task(meta: Sequence[Tensor], tasks: int, task_loss: Callable[[int], Tensor]) -> Tensor:
