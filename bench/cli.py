@@ -84,6 +84,21 @@ ResultPaths = Annotated[
     list[Path] | None, typer.Argument(help="Result files or folders (default: results/).", show_default=False)
 ]
 PaperFilter = Annotated[str | None, typer.Option(help="Only this paper.")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Change a profile setting, KEY=VALUE (TOML value; dotted keys into its model table, e.g. "
+        "model.scale=10); repeatable. The result is an experiment: labelled in compare, judged by nothing.",
+    ),
+]
+OnlyThisBenchmark = Annotated[
+    bool,
+    typer.Option(
+        "--only-this-benchmark",
+        help="Score only the asked benchmark, not the others its training serves (same training, other test).",
+    ),
+]
 
 
 def _selected(paths: list[Path] | None, paper: str | None, profile: ProfileName | None) -> Any:
@@ -215,14 +230,7 @@ def run(
         ),
     ] = None,
     train_episodes: Annotated[int | None, typer.Option(help="Override the profile's meta-training steps.")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Change a profile setting, KEY=VALUE (TOML value; dotted keys into its model table, e.g. "
-            "model.scale=10); repeatable. The result is an experiment: labelled in compare, judged by nothing.",
-        ),
-    ] = None,
+    set_: SetOption = None,
     device: Annotated[
         DeviceName, typer.Option(help="Where to run; auto takes CUDA, then MPS, then CPU.")
     ] = DeviceName.auto,
@@ -235,13 +243,7 @@ def run(
     ] = None,
     no_download: Annotated[bool, typer.Option("--no-download", help="Fail instead of downloading data.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
-    only_this_benchmark: Annotated[
-        bool,
-        typer.Option(
-            "--only-this-benchmark",
-            help="Score only the asked benchmark, not the others its training serves (same training, other test).",
-        ),
-    ] = False,
+    only_this_benchmark: OnlyThisBenchmark = False,
 ) -> None:
     """Reproduce one benchmark: train, evaluate on frozen test episodes, judge against the paper.
 

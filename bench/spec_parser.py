@@ -260,30 +260,10 @@ def _parse_profile(
     return profile
 
 
-def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -> Benchmark:
-    metric = table.choice("metric", METRICS)
-    instances = table.get("instances", list, [])
-    if metric in VECTOR_METRICS:
-        if not instances or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in instances):
-            raise table._fail("instances", f"missing: metric {metric!r} lists the instances it reports, e.g. [1, 2, 5]")
-        if metric == "accuracy-by-instance" and not table.get("sequence", bool, False):
-            raise table._fail("sequence", f"metric {metric!r} needs sequence episodes: set sequence = true")
-    elif instances:
-        raise table._fail("instances", f"only vector metrics ({', '.join(VECTOR_METRICS)}) list instances")
-    reported_table = table.get("reported", dict, None)
-    claim = _parse_claim(table.sub("claim")) if table.get("claim", dict, None) is not None else None
-    if claim is not None and reported_table:
-        raise table._fail("claim", "a benchmark states either a reported number or a claim, not both")
-    reported: Reported | None = None
-    components: tuple[Component, ...] = ()
-    if reported_table and metric in VECTOR_METRICS:
-        components = _parse_components(_Table(reported_table, f"{table.where}.reported"), instances, metric)
-        reported = None
-    elif reported_table:
-        reported = _parse_reported(_Table(reported_table, f"{table.where}.reported"))
-    if metric in VECTOR_METRICS and not components:
-        components = tuple(Component(component_name(metric, k), k, None) for k in instances)
-    first_reported = reported or (components[0].reported if components else None)
+def _parse_profiles(
+    table: _Table, defaults: Mapping[str, Mapping[str, Any]], first_reported: Reported | None, components: int
+) -> dict[str, Profile]:
+    """A benchmark's smoke, quick and paper profiles: the spec-wide defaults overridden key by key."""
     profile_tables = table.get("profiles", dict, {})
     unknown = set(profile_tables) - set(PROFILE_NAMES)
     if unknown:
@@ -294,33 +274,13 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         if not merged:
             raise SpecError(f"{table.where}.profiles.{name}: missing (every benchmark has smoke, quick, paper)")
         profiles[name] = _parse_profile(
-            name, _Table(merged, f"{table.where}.profiles.{name}"), first_reported, len(components)
+            name, _Table(merged, f"{table.where}.profiles.{name}"), first_reported, components
         )
-    bench = Benchmark(
-        id=table.get("id", str),
-        dataset=table.get("dataset", str),
-        split=table.get("split", str),
-        image_size=table.positive("image_size"),
-        ways=table.positive("ways"),
-        shots=table.count("shots"),
-        queries=table.positive("queries"),
-        metric=metric,
-        direction=table.choice("direction", get_args(Direction)),
-        transductive=table.get("transductive", bool),
-        test_part=table.get("test_part", str, "test"),
-        test_seed=table.get("test_seed", int, 0),
-        default=table.get("default", bool, False),
-        reported=reported,
-        profiles=profiles,
-        notes=table.get("notes", str, ""),
-        baseline=table.get("chance", float, None),
-        sequence=table.get("sequence", bool, False),
-        variant=table.get("variant", str, ""),
-        components=components,
-        claim=claim,
-        also=tuple(table.get("also", list, [])),
-    )
-    table.reject_unread()
+    return profiles
+
+
+def _check_benchmark(table: _Table, bench: Benchmark, instances: list[int]) -> None:
+    """What no single key can be refused for: combinations of metric, shape, instances and baseline."""
     allowed = ALSO_METRICS.get(bench.metric, ())
     for other in bench.also:
         if other not in allowed:
@@ -346,6 +306,59 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         raise table._fail("direction", 'an error is better when lower: set direction = "lower"')
     if not classification and bench.baseline is None:
         raise table._fail("chance", f"missing: a {bench.metric} benchmark states the score of a trivial predictor")
+
+
+def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -> Benchmark:
+    metric = table.choice("metric", METRICS)
+    instances = table.get("instances", list, [])
+    if metric in VECTOR_METRICS:
+        if not instances or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in instances):
+            raise table._fail("instances", f"missing: metric {metric!r} lists the instances it reports, e.g. [1, 2, 5]")
+        if metric == "accuracy-by-instance" and not table.get("sequence", bool, False):
+            raise table._fail("sequence", f"metric {metric!r} needs sequence episodes: set sequence = true")
+    elif instances:
+        raise table._fail("instances", f"only vector metrics ({', '.join(VECTOR_METRICS)}) list instances")
+    reported_table = table.get("reported", dict, None)
+    claim = _parse_claim(table.sub("claim")) if table.get("claim", dict, None) is not None else None
+    if claim is not None and reported_table:
+        raise table._fail("claim", "a benchmark states either a reported number or a claim, not both")
+    reported: Reported | None = None
+    components: tuple[Component, ...] = ()
+    if reported_table and metric in VECTOR_METRICS:
+        components = _parse_components(_Table(reported_table, f"{table.where}.reported"), instances, metric)
+        reported = None
+    elif reported_table:
+        reported = _parse_reported(_Table(reported_table, f"{table.where}.reported"))
+    if metric in VECTOR_METRICS and not components:
+        components = tuple(Component(component_name(metric, k), k, None) for k in instances)
+    first_reported = reported or (components[0].reported if components else None)
+    profiles = _parse_profiles(table, defaults, first_reported, len(components))
+    bench = Benchmark(
+        id=table.get("id", str),
+        dataset=table.get("dataset", str),
+        split=table.get("split", str),
+        image_size=table.positive("image_size"),
+        ways=table.positive("ways"),
+        shots=table.count("shots"),
+        queries=table.positive("queries"),
+        metric=metric,
+        direction=table.choice("direction", get_args(Direction)),
+        transductive=table.get("transductive", bool),
+        test_part=table.get("test_part", str, "test"),
+        test_seed=table.get("test_seed", int, 0),
+        default=table.get("default", bool, False),
+        reported=reported,
+        profiles=profiles,
+        notes=table.get("notes", str, ""),
+        baseline=table.get("chance", float, None),
+        sequence=table.get("sequence", bool, False),
+        variant=table.get("variant", str, ""),
+        components=components,
+        claim=claim,
+        also=tuple(table.get("also", list, [])),
+    )
+    table.reject_unread()
+    _check_benchmark(table, bench, instances)
     return bench
 
 
