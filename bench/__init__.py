@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         load_results,
         load_spec,
         run_benchmark,
+        run_benchmarks,
         sweep,
         sweep_status,
     )
@@ -37,6 +38,7 @@ __all__ = [
     "load_results",
     "load_spec",
     "run_benchmark",
+    "run_benchmarks",
     "sweep",
     "sweep_status",
 ]

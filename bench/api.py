@@ -40,6 +40,20 @@ def run_benchmark(paper: str, **options: Any) -> tuple[dict[str, Any], Path]:
     return run(RunRequest(paper=paper, **options))
 
 
+def run_benchmarks(paper: str, **options: Any) -> list[tuple[dict[str, Any], Path]]:
+    """Like :func:`run_benchmark`, scoring every benchmark the same training serves (as ``metabench run``
+    does): one result per benchmark, the asked one first."""
+    from metabench.runner import RunRequest, run_all
+
+    options.setdefault("progress", False)
+    options.setdefault("share_training", True)
+    options.setdefault("command", f"metabench.run_benchmarks({paper!r}, **{options!r})")
+    for key in ("output", "data_dir"):
+        if options.get(key) is not None:
+            options[key] = Path(options[key])
+    return run_all(RunRequest(paper=paper, **options))
+
+
 def load_results(*paths: str | Path) -> pd.DataFrame:
     """Every result under the given files or folders (default ``results/``) as one DataFrame."""
     from metabench.compare import load_frame

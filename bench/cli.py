@@ -26,8 +26,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Find, download and verify datasets.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
 
 out = Console()
 err = Console(stderr=True)
@@ -88,21 +86,27 @@ ResultPaths = Annotated[
     list[Path] | None, typer.Argument(help="Result files or folders (default: results/).", show_default=False)
 ]
 PaperFilter = Annotated[str | None, typer.Option(help="Only this paper.")]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Change a profile setting, KEY=VALUE (TOML value; dotted keys into its model table, e.g. "
+        "model.scale=10); repeatable. The result is an experiment: labelled in compare, judged by nothing.",
+    ),
+]
+OnlyThisBenchmark = Annotated[
+    bool,
+    typer.Option(
+        "--only-this-benchmark",
+        help="Score only the asked benchmark, not the others its training serves (same training, other test).",
+    ),
+]
 
 
 def _selected(paths: list[Path] | None, paper: str | None, profile: ProfileName | None) -> Any:
     from metabench import compare as comparing
 
     return comparing.load_frame(paths or [Path("results")], paper=paper, profile=profile.value if profile else None)
-
-
-def _archives_of(dataset: str) -> Any:
-    from metabench.data import archives
-    from metabench.errors import UnknownNameError, did_you_mean
-
-    if dataset not in archives.CATALOGUE:
-        raise UnknownNameError(f"unknown dataset {dataset!r}", did_you_mean(dataset, list(archives.CATALOGUE)))
-    return archives.CATALOGUE[dataset]
 
 
 def _reported_text(reported: Any, bench: Any = None) -> str:
@@ -130,7 +134,7 @@ def _protocol_text(bench: Any) -> str:
 
 
 def _source_text(bench: Any) -> str:
-    reported = bench.reported or next((c.reported for c in bench.components if c.reported), None)
+    reported = bench.first_reported
     return f"{reported.table}" if reported else ""
 
 
@@ -197,7 +201,7 @@ def show(paper: Annotated[str, typer.Argument(help="Paper key, e.g. protonet (se
         if bench.variant:
             out.print(f"variant: {bench.variant} (metabench run {spec.key} --variant {bench.variant})")
         if bench.components:
-            first = next((c.reported for c in bench.components if c.reported), None)
+            first = bench.first_reported
             where = f" ({first.table}, {first.row}; confidence {first.confidence})" if first else ""
             out.print(f"reported {bench.metric}: {_reported_text(None, bench)}{where}")
         if bench.claim:
@@ -243,14 +247,7 @@ def run(
         ),
     ] = None,
     train_episodes: Annotated[int | None, typer.Option(help="Override the profile's meta-training steps.")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Change a profile setting, KEY=VALUE (TOML value; dotted keys into its model table, e.g. "
-            "model.scale=10); repeatable. The result is an experiment: labelled in compare, judged by nothing.",
-        ),
-    ] = None,
+    set_: SetOption = None,
     device: Annotated[
         DeviceName, typer.Option(help="Where to run; auto takes CUDA, then MPS, then CPU.")
     ] = DeviceName.auto,
@@ -263,11 +260,15 @@ def run(
     ] = None,
     no_download: Annotated[bool, typer.Option("--no-download", help="Fail instead of downloading data.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    only_this_benchmark: OnlyThisBenchmark = False,
 ) -> None:
-    """Reproduce one benchmark: train, evaluate on frozen test episodes, judge against the paper."""
+    """Reproduce one benchmark: train, evaluate on frozen test episodes, judge against the paper.
+
+    Benchmarks of the paper that share every training setting and differ only in how they are tested are
+    scored too, each on its own frozen episodes with its own result (the run says which).
+    """
     from metabench import options, overrides
-    from metabench.runner import RunRequest
-    from metabench.runner import run as run_benchmark
+    from metabench.runner import RunRequest, run_all
 
     if resume and fresh:
         raise MetabenchError("--resume and --fresh contradict each other", "pick one")
@@ -299,81 +300,12 @@ def run(
         stop_after=stop_after,
         download=not no_download,
         progress=not no_progress and sys.stderr.isatty(),
+        share_training=not only_this_benchmark,
     )
-    result, path = run_benchmark(request, console=err)
-    _print_outcome(result, path)
+    from metabench.printout import print_outcome
 
-
-def _print_outcome(result: dict[str, Any], path: Path) -> None:
-    from metabench.budget import format_share
-    from metabench.compare import verdict_style
-    from metabench.overrides import label
-    from metabench.spec import component_label
-
-    summary, reported, verdict = result["summary"], result["reported"], result["verdict"]
-    table = Table(show_header=False, box=None)
-    table.add_row("benchmark", f"{result['paper']} {result['benchmark']} ({result['profile']} profile)")
-    if result.get("budget"):
-        budget = result["budget"]
-        table.add_row(
-            "budget",
-            f"{format_share(budget['share'])} of the paper profile's training "
-            f"({budget['examples']:,} of {budget['paper_examples']:,} training examples)",
-        )
-    settings = (result.get("overrides") or {}).get("set")
-    if settings:
-        table.add_row("experiment", f"--set {label(settings)}: not the paper's profile, judged by nothing")
-    if reported:
-        pm = "" if reported["plus_minus_kind"] == "none" else f" ± {reported['plus_minus']:g}"
-        table.add_row("paper", f"{reported['value']:g}{pm}  ({reported['plus_minus_kind']}; {reported['table']})")
-    table.add_row(
-        "reproduced",
-        f"{summary['mean']:.2f} ± {summary['ci95']:.2f}  (95% over {summary['n']} "
-        f"frozen episodes, digest {result['test_episodes']['digest'][:12]})",
-    )
-    if reported:
-        table.add_row("difference", f"{verdict['difference']:+.2f}  (band ±{verdict['band']:.2f})")
-    for part in result.get("components", []):
-        paper = part["reported"]["value"] if part["reported"] else None
-        against = "  " if paper is None else f"  paper {paper:g}, {part['verdict']['difference']:+.2f}, "
-        floor = "" if part["floor"] is None or result["profile"] != "quick" else f"  floor {part['floor']:g}"
-        table.add_row(
-            component_label(part["name"]),
-            f"{part['summary']['mean']:.2f} ± {part['summary']['ci95']:.2f}{against}"
-            f"[{verdict_style(part['verdict']['verdict'])}]{part['verdict']['verdict']}[/]{floor}",
-        )
-    for name, part in result.get("also", {}).items():
-        table.add_row(
-            name, f"{part['summary']['mean']:.4f} ± {part['summary']['ci95']:.4f}  (reported beside, no verdict)"
-        )
-    claim = result.get("claim")
-    if claim:
-        table.add_row("claim", f"{claim['statement']} ({claim['confidence']}; {claim['source']})")
-        for name, comparison in claim["comparisons"].items():
-            theirs = result["competitors"][name]["summary"]
-            table.add_row(
-                f"vs {name}",
-                f"{theirs['mean']:.4g} ± {theirs['ci95']:.2g}; method - {name} = "
-                f"{comparison['mean_difference']:+.4g} ± {comparison['ci95']:.2g} (p = {comparison['p_value']:.2g})  "
-                f"[{verdict_style(comparison['verdict'])}]{comparison['verdict']}[/]",
-            )
-    style = verdict_style(verdict["verdict"])
-    table.add_row("verdict", f"[{style}]{verdict['verdict']}[/]")
-    targets = result["targets"]
-    if result["profile"] == "quick" and isinstance(targets["floor"], int | float):
-        lower = result["protocol"]["direction"] == "lower"
-        met = summary["mean"] <= targets["floor"] if lower else summary["mean"] >= targets["floor"]
-        table.add_row(f"quick {'ceiling' if lower else 'floor'}", f"{targets['floor']:g}: {'met' if met else 'MISSED'}")
-    timing = result["timing"]
-    table.add_row(
-        "time",
-        f"train {timing['train_seconds']:.0f}s ({timing['train_episodes_per_second']:.1f} ep/s), "
-        f"test {timing['eval_seconds']:.0f}s on {result['environment']['device']}",
-    )
-    out.print(table)
-    # The path on a line of its own, never wrapped or cut, so that it can be copied whole.
-    out.print("result:", highlight=False)
-    out.print(str(path), soft_wrap=True, highlight=False, markup=False)
+    for result, path in run_all(request, console=err):
+        print_outcome(result, path, out)
 
 
 @app.command()
@@ -528,121 +460,22 @@ def bench_speed(
     memory of the process and its rise during the meta-iterations (step MiB)."""
     import json
 
-    from metabench.speed import Setting, run_all
+    from metabench.speed import Setting, report_lines, report_table, run_all
 
     report = run_all(
         Setting(device=device, meta_batch=meta_batch, iterations=iterations, threads=threads, repeats=repeats)
     )
-    rows = report["rows"]
-    reference = next((r for r in rows if r["config"] == "engine-loop/second" and "skipped" not in r), None)
-    table = Table(
-        title=f"MAML Omniglot 5w1s, meta-batch {meta_batch}, on {report['device']} "
-        f"({report['cpu_threads']} threads; float32 matmul {report['matmul_gflops']:.1f} GFLOP/s; "
-        f"median of {repeats} rounds)"
-    )
-    columns = ("configuration", "meta-it/s", "x per-task loop", "GFLOP/s", "of matmul", "peak MiB", "step MiB")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "configuration" else "right", no_wrap=True)
-    for row in rows:
-        if "skipped" in row:
-            table.add_row(row["config"], f"[yellow]{row['skipped']}[/]", "", "", "", "", "")
-            continue
-        ratio = row["iterations_per_second"] / reference["iterations_per_second"] if reference else float("nan")
-        table.add_row(
-            row["config"],
-            f"{row['iterations_per_second']:.3f}",
-            f"{ratio:.2f}",
-            f"{row['gflops']:.1f}",
-            f"{row['fraction_of_matmul']:.0%}",
-            f"{row['peak_memory_mb']:.0f}",
-            f"{row['step_memory_mb']:.0f}",
-        )
-    out.print(table)
-    out.print(f"engine path chosen by auto on {report['device']}: {report['auto_path']}")
-    for c in report["against_libraries"]:
-        how = f"median of {iterations} alternating rounds" if c["speed_kind"] == "paired" else "separate processes"
-        out.print(
-            f"{c['order']} order, {c['engine']} against {c['library']}: {c['speed']:.2f}x its speed ({how}), "
-            f"{c['memory']:.2f}x its peak memory"
-        )
+    out.print(report_table(report, meta_batch, repeats))
+    for line in report_lines(report, iterations):
+        out.print(line)
     if json_output is not None:
         json_output.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 
 
-@data_app.command("verify")
-@_friendly
-def data_verify(
-    dataset: Annotated[str | None, typer.Argument(help="omniglot or mnist (default: all).")] = None,
-    data_dir: DataDir = None,
-) -> None:
-    """Check every archive found against its content digest (never downloads)."""
-    from metabench import options
-    from metabench.data import archives
+# The data commands live in their own module; imported last, as they use this module's options and consoles.
+from metabench.cli_data import data_app  # noqa: E402
 
-    options.existing_folder("--data-dir", data_dir)
-    names = [dataset] if dataset else list(archives.CATALOGUE)
-    problems = found = 0
-    for name in names:
-        for archive in _archives_of(name):
-            path = archives.locate(archive, data_dir)
-            if path is None:
-                out.print(f"[yellow]missing[/]  {name}/{archive.filename}")
-                continue
-            found += 1
-            try:
-                archives.verify(archive, path)
-                out.print(f"[green]ok[/]       {path}")
-            except MetabenchError as error:
-                problems += 1
-                out.print(f"[red]corrupt[/]  {path}: {error.message}")
-    if not found:
-        from metabench.paths import data_dirs
-
-        searched = ", ".join(str(folder) for folder in data_dirs(data_dir))
-        err.print(f"[red]no archive found[/]: nothing was verified (searched {searched})", soft_wrap=True)
-    if problems or not found:
-        raise typer.Exit(1)
-
-
-@data_app.command("info")
-@_friendly
-def data_info(data_dir: DataDir = None) -> None:
-    """Where each archive is, where downloads and preprocessed arrays go, and the official addresses."""
-    from metabench import options
-    from metabench.data import archives
-
-    options.existing_folder("--data-dir", data_dir)
-    from metabench.paths import cache_dir, data_dirs
-
-    out.print("search order: " + ", ".join(str(p) for p in data_dirs(data_dir)))
-    out.print(f"cache (downloads, preprocessed arrays): {cache_dir()}")
-    table = Table()
-    for column in ("dataset", "file", "found at", "official address"):
-        table.add_column(column)
-    for name, files in archives.CATALOGUE.items():
-        for archive in files:
-            path = archives.locate(archive, data_dir)
-            table.add_row(name, archive.filename, str(path) if path else "[yellow]not found[/]", archive.url)
-    out.print(table)
-    processed = sorted((cache_dir()).glob("*/processed/*.pt"))
-    for path in processed:
-        out.print(f"preprocessed: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
-
-
-@data_app.command("download")
-@_friendly
-def data_download(
-    dataset: Annotated[str, typer.Argument(help="omniglot or mnist.")],
-    data_dir: DataDir = None,
-) -> None:
-    """Fetch a dataset's archives into the cache (skipping any already present and verified)."""
-    from metabench import options
-    from metabench.data import archives
-
-    options.existing_folder("--data-dir", data_dir)
-    for archive in _archives_of(dataset):
-        out.print(f"[green]ok[/] {archives.fetch(archive, data_dir, download=True, progress=err.is_terminal)}")
-
+app.add_typer(data_app, name="data")
 
 # `metabench sweep` lives in its own module, which imports the helpers above.
 from metabench import sweep_cli  # noqa: E402

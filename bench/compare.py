@@ -24,10 +24,13 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-from metabench import floors, overrides, provenance, results, verify
+from metabench import overrides, provenance, results, verify
+from metabench.checking import check as check  # re-exported: compare.check is public
+from metabench.checking import check_table as check_table
+from metabench.checking import untested_floor
 from metabench.errors import MetabenchError, ResultError
 from metabench.spec import component_label, printed_number
-from metabench.stats import is_worse, paired
+from metabench.stats import paired
 
 COLUMNS = [
     "paper",
@@ -326,16 +329,6 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
     raise MetabenchError(f"unknown format {fmt!r}", "use table, markdown, csv or json")
 
 
-def untested_floor(row: pd.Series) -> str:
-    """Why a ``quick`` row's floor catches no regression (see :mod:`metabench.floors`), else ``""``."""
-    if row["profile"] != "quick" or row.get("role", "") == "competitor":
-        return ""
-    floor = row.get("floor")
-    if floor is None or pd.isna(floor):
-        return ""
-    return floors.uninformative(float(floor), float(row["chance"]), str(row["metric"]), str(row["direction"]))
-
-
 def notes(row: pd.Series) -> str:
     """What a reader must know before trusting a row: forged or inconsistent numbers, a floor that tests
     nothing, code that was not committed."""
@@ -349,83 +342,6 @@ def notes(row: pd.Series) -> str:
     if row.get("patch", ""):
         found.append(str(row["patch"]))
     return "; ".join(found)
-
-
-def _check_row(row: pd.Series) -> tuple[bool, str]:
-    if row.get("integrity", ""):
-        return False, f"stored numbers disagree with the per-episode scores: {row['integrity']}"
-    if row.get("role", "") == "competitor":
-        return True, f"claim vs {row['component']}: {row['verdict']} (the method's row is what is checked)"
-    if row.get("experiment", ""):
-        return True, f"experiment (--set {row['experiment']}): not the paper's profile, held to nothing"
-    if row["profile"] == "paper":
-        if row["verdict"] == "no target":
-            return True, "no reported number"
-        if row.get("claim", ""):
-            if row.get("claim_expect", "") == "fails":
-                if row["verdict"] == "holds":
-                    return False, "the claim holds, but the paper reports that it fails (a negative finding)"
-                return True, f"claim {row['verdict']} (the paper reports that it fails)"
-            if row["verdict"] == "fails":
-                return False, "the paper's claim fails: a competitor is better at the 5% level (see its vs rows)"
-            return True, f"claim {row['verdict']}"
-        if is_worse(row["verdict"], row["direction"]):
-            return False, (
-                f"{row['mean']:.2f} is {row['verdict']} the paper's {row['reported']:g}: "
-                f"{abs(row['difference']):.2f} away, {abs(row['difference']) - row['band']:.2f} "
-                f"beyond the band ±{row['band']:.2f}"
-            )
-        return True, f"{row['verdict']} ({row['difference']:+.2f})"
-    if row["profile"] == "quick":
-        floor = row["floor"]
-        if floor is None or pd.isna(floor):
-            return True, "no floor measured for this benchmark (see its floor_note)"
-        untested = untested_floor(row)
-        if untested:
-            return True, untested
-        if row["direction"] == "lower":  # for an error metric the floor is a ceiling
-            if row["mean"] > floor:
-                return False, f"{row['mean']:.3f} is above the quick ceiling {floor:g} by {row['mean'] - floor:.3f}"
-            return True, f"{row['mean']:.3f} <= ceiling {floor:g}"
-        if row["mean"] < floor:
-            return False, f"{row['mean']:.2f} is below the quick floor {floor:g} by {floor - row['mean']:.2f}"
-        return True, f"{row['mean']:.2f} >= floor {floor:g}"
-    if row["direction"] == "lower":
-        needed = row["chance"] - row["min_above_chance"]
-        if row["mean"] > needed:
-            return False, f"{row['mean']:.3f} does not beat chance {row['chance']:.2f} - {row['min_above_chance']:g}"
-        return True, f"{row['mean']:.3f} <= chance - {row['min_above_chance']:g}"
-    needed = row["chance"] + row["min_above_chance"]
-    if row["mean"] < needed:
-        return False, f"{row['mean']:.2f} does not clear chance {row['chance']:.1f} + {row['min_above_chance']:g}"
-    return True, f"{row['mean']:.2f} >= chance + {row['min_above_chance']:g}"
-
-
-def check(frame: pd.DataFrame) -> pd.DataFrame:
-    """Pass or fail per result, with the reason and, for failures, by how much."""
-    checked = frame.copy()
-    outcomes = [_check_row(row) for _, row in frame.iterrows()]
-    checked["passed"] = [ok for ok, _ in outcomes]
-    checked["reason"] = [reason for _, reason in outcomes]
-    checked["tested"] = [not untested_floor(row) and not row.get("experiment", "") for _, row in frame.iterrows()]
-    return checked
-
-
-def check_table(checked: pd.DataFrame) -> Table:
-    table = Table(title="metabench check")
-    for column in ("paper", "benchmark", "profile", "result", "reason"):
-        table.add_column(column)
-    for row in checked.itertuples():
-        mark = "[red]FAIL[/]" if not row.passed else "[green]pass[/]" if row.tested else "[yellow]untested[/]"
-        name = (
-            f"{row.benchmark} (vs {row.component})"
-            if getattr(row, "role", "") == "competitor"
-            else f"{row.benchmark} ({component_label(row.component)})"
-            if row.component
-            else row.benchmark
-        )
-        table.add_row(row.paper, name, row.profile, mark, row.reason)
-    return table
 
 
 def _run_name(data: dict[str, Any]) -> str:

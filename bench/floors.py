@@ -46,3 +46,9 @@ def uninformative(floor: float | None, baseline: float, metric: str, direction: 
         f"not regression-tested: the {word} {floor:g} is {beyond:+.3g} beyond the trivial baseline "
         f"{baseline:.4g}, less than the margin {needed:.3g}"
     )
+
+
+def meets(mean: float, floor: float, direction: str) -> bool:
+    """Whether ``mean`` reaches ``floor``: at or above it, or at or below it for a ceiling (lower is better).
+    The one floor check: ``check`` and ``run``'s printout both ask it."""
+    return mean <= floor if direction == "lower" else mean >= floor

@@ -38,92 +38,26 @@ path refuses models that contain the native layers (:func:`check_model`).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 Params = dict[str, Tensor]
 Path = Literal["auto", "batched", "loop"]
-NormMode = Literal["batch", "running"]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 #: a learning rate per inner step: one number, or one tensor per parameter (Meta-SGD-style, learnable)
 StepRate = float | Tensor | Mapping[str, Tensor]
 
 NATIVE_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
-
-class Norm(nn.Module):
-    """Batch normalisation over all axes but the channel axis (1), exact to second order everywhere.
-
-    Under a ``torch.func`` transform it is written from elementary tensor operations (the native kernel's
-    second-order gradients under ``vmap`` are wrong in torch 2.13); elsewhere (the per-task loop, plain
-    forward passes) it calls torch's fused ``batch_norm``, whose double backward is right there and which is
-    several times cheaper for small networks. The tests hold the two forms equal in float64.
-
-    ``mode = "batch"`` always normalises with the statistics of the batch it sees: at test time that is
-    the task's own examples (MAML's TensorFlow code, hence "transductive"). ``mode = "running"`` uses
-    running statistics in evaluation mode; they are updated only inside :meth:`collecting`, a plain
-    no-grad forward pass that the reproduction runs outside any ``vmap`` (a side effect on a buffer
-    cannot happen inside one).
-    """
-
-    def __init__(self, channels: int, mode: NormMode = "batch", momentum: float = 0.1, eps: float = 1e-5) -> None:
-        super().__init__()
-        if mode not in ("batch", "running"):
-            raise ValueError(f"norm mode must be 'batch' or 'running', not {mode!r}")
-        self.mode = mode
-        self.momentum = momentum
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-        self.running_mean: Tensor
-        self.running_var: Tensor
-        self.register_buffer("running_mean", torch.zeros(channels))
-        self.register_buffer("running_var", torch.ones(channels))
-        self.collect = False
-
-    def forward(self, x: Tensor) -> Tensor:
-        use_running = self.mode == "running" and not self.training and not self.collect
-        if not self.collect and not _under_functorch() and (use_running or x.numel() > x.shape[1]):
-            # Outside torch.func transforms torch's fused kernel is exact to any order and one op instead of
-            # about ten, which is most of a small network's time on the per-task loop path.
-            return F.batch_norm(
-                x,
-                self.running_mean if use_running else None,
-                self.running_var if use_running else None,
-                self.weight,
-                self.bias,
-                training=not use_running,
-                eps=self.eps,
-            )
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        axes = [0, *range(2, x.dim())]
-        if self.mode == "running" and not self.training and not self.collect:
-            mean, var = self.running_mean.view(shape), self.running_var.view(shape)
-        else:
-            mean = x.mean(dim=axes, keepdim=True)
-            centred = x - mean
-            var = (centred * centred).mean(dim=axes, keepdim=True)
-            if self.collect:
-                with torch.no_grad():
-                    count = x.numel() // x.shape[1]
-                    unbiased = var.flatten() * count / max(count - 1, 1)
-                    self.running_mean.lerp_(mean.flatten(), self.momentum)
-                    self.running_var.lerp_(unbiased, self.momentum)
-            return centred / torch.sqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
-        return (x - mean) / torch.sqrt(var + self.eps) * self.weight.view(shape) + self.bias.view(shape)
-
-
-def _under_functorch() -> bool:
-    """Whether a ``torch.func`` transform (``vmap``, ``grad``) is running: there :class:`Norm` must use its
-    elementary form, because the native kernel's second-order gradients under ``vmap`` are wrong."""
-    return torch._C._functorch.peek_interpreter_stack() is not None
+from metabench.norm import Norm as Norm  # noqa: E402  (re-exported: inner.Norm is public)
+from metabench.norm import NormMode as NormMode  # noqa: E402
 
 
 def collect_running_stats(model: nn.Module, inputs: Tensor) -> None:
@@ -235,6 +169,70 @@ class InnerState:
     v: Params | None = None
 
 
+def _inner_steps(
+    p: Params,
+    x: Tensor,
+    y: Tensor,
+    idx: Tensor | None,
+    differentiate: Callable[[Params, Tensor, Tensor], Params],
+    *,
+    steps: int,
+    lr: StepRate | Sequence[StepRate] | Adam,
+    rates: list[StepRate],
+    adam_state: tuple[Params, Params, int] | None,
+    prior: Prior | None,
+) -> tuple[Params, InnerState]:
+    """One task's ``steps`` inner steps from ``p`` (SGD at ``rates`` or Adam from ``adam_state``), each a
+    proximal step toward the prior's centre when there is one."""
+    m = v = None
+    t0 = 0
+    if isinstance(lr, Adam):
+        assert adam_state is not None
+        m, v, t0 = dict(adam_state[0]), dict(adam_state[1]), adam_state[2]
+    for step in range(steps):
+        xs, ys = (x, y) if idx is None else (x[idx[step]], y[idx[step]])
+        g = differentiate(p, xs, ys)
+        sizes: StepRate | Params
+        if isinstance(lr, Adam):
+            assert m is not None and v is not None
+            p, m, v, sizes = _adam_step(p, g, m, v, t0 + step + 1, lr)
+        else:
+            p, sizes = _sgd_step(p, g, rates[step])
+        if prior is not None:
+            p = _proximal(p, sizes, prior)
+    return p, InnerState(m, v)
+
+
+AdamState = tuple[Params, Params, int]
+
+
+def _schedule(
+    lr: StepRate | Sequence[StepRate] | Adam, steps: int, params: Params, adam_state: AdamState | None
+) -> tuple[list[StepRate], AdamState | None]:
+    """The SGD rate of each step, or Adam's starting state (zero moments unless given)."""
+    if isinstance(lr, Adam):
+        if adam_state is None:
+            zeros = {k: torch.zeros_like(p) for k, p in params.items()}
+            adam_state = (zeros, dict(zeros), 0)
+        return [], adam_state
+    rates = list(lr) if isinstance(lr, Sequence) else [lr] * steps
+    if len(rates) != steps:
+        raise ValueError(f"{len(rates)} inner learning rates for {steps} steps")
+    return rates, adam_state
+
+
+def _stacked(done: list[tuple[Params, InnerState]], params: Params, adam: bool) -> tuple[Params, InnerState]:
+    """The loop path's per-task parameters (and Adam moments) stacked along a task axis."""
+    adapted = {k: torch.stack([p[k] for p, _ in done]) for k in params}
+    if adam:
+        states = [state for _, state in done]
+        return adapted, InnerState(
+            {k: torch.stack([s.m[k] for s in states if s.m]) for k in params},
+            {k: torch.stack([s.v[k] for s in states if s.v]) for k in params},
+        )
+    return adapted, InnerState()
+
+
 def adapt(
     model: nn.Module,
     params: Params,
@@ -271,39 +269,12 @@ def adapt(
     tasks = support_x.shape[0]
     chosen = "loop" if not task_axis else resolve_path(path, support_x.device)
     check_model(model, chosen, first_order)
-    if isinstance(lr, Adam):
-        if adam_state is None:
-            zeros = {k: torch.zeros_like(p) for k, p in params.items()}
-            adam_state = (zeros, dict(zeros), 0)
-        rates: list[StepRate] = []
-    else:
-        rates = list(lr) if isinstance(lr, Sequence) else [lr] * steps
-        if len(rates) != steps:
-            raise ValueError(f"{len(rates)} inner learning rates for {steps} steps")
+    rates, adam_state = _schedule(lr, steps, params, adam_state)
 
     def task_loss(p: Params, x: Tensor, y: Tensor) -> Tensor:
         return loss_fn(call(model, p, buffers, x), y)
 
-    def run_task(
-        p: Params, x: Tensor, y: Tensor, idx: Tensor | None, differentiate: Callable[[Params, Tensor, Tensor], Params]
-    ) -> tuple[Params, InnerState]:
-        m = v = None
-        t0 = 0
-        if isinstance(lr, Adam):
-            assert adam_state is not None
-            m, v, t0 = dict(adam_state[0]), dict(adam_state[1]), adam_state[2]
-        for step in range(steps):
-            xs, ys = (x, y) if idx is None else (x[idx[step]], y[idx[step]])
-            g = differentiate(p, xs, ys)
-            sizes: StepRate | Params
-            if isinstance(lr, Adam):
-                assert m is not None and v is not None
-                p, m, v, sizes = _adam_step(p, g, m, v, t0 + step + 1, lr)
-            else:
-                p, sizes = _sgd_step(p, g, rates[step])
-            if prior is not None:
-                p = _proximal(p, sizes, prior)
-        return p, InnerState(m, v)
+    run_task = functools.partial(_inner_steps, steps=steps, lr=lr, rates=rates, adam_state=adam_state, prior=prior)
 
     if chosen == "batched":
         inner_grad = grad(task_loss)
@@ -330,22 +301,12 @@ def adapt(
     if not task_axis:
         with torch.enable_grad():
             return run_task(params, support_x, support_y, batches, differentiate_loop)
-    per_task: list[Params] = []
-    states: list[InnerState] = []
     with torch.enable_grad():
-        for i in range(tasks):
-            p, state = run_task(
-                params, support_x[i], support_y[i], None if batches is None else batches[i], differentiate_loop
-            )
-            per_task.append(p)
-            states.append(state)
-    adapted = {k: torch.stack([p[k] for p in per_task]) for k in params}
-    if isinstance(lr, Adam):
-        return adapted, InnerState(
-            {k: torch.stack([s.m[k] for s in states if s.m]) for k in params},
-            {k: torch.stack([s.v[k] for s in states if s.v]) for k in params},
-        )
-    return adapted, InnerState()
+        done = [
+            run_task(params, support_x[i], support_y[i], None if batches is None else batches[i], differentiate_loop)
+            for i in range(tasks)
+        ]
+    return _stacked(done, params, isinstance(lr, Adam))
 
 
 def task_by_task(meta: Sequence[Tensor], tasks: int, task_loss: Callable[[int], Tensor]) -> Tensor:

@@ -12,13 +12,10 @@ nothing reads (a typo would otherwise be ignored).
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
-
-from metabench.errors import SpecError
 
 PROFILE_NAMES = ("smoke", "quick", "paper")
 PlusMinusKind = Literal["ci95", "std-runs", "unknown", "none"]
@@ -213,6 +210,12 @@ class Benchmark:
         return score >= reference + margin
 
     @property
+    def first_reported(self) -> Reported | None:
+        """The reported number a benchmark is introduced by: its own, or its first component's that has one
+        (what the test-episode minimum and ``show`` go by). The one place that picks it."""
+        return self.reported or next((c.reported for c in self.components if c.reported), None)
+
+    @property
     def is_vector(self) -> bool:
         """Whether the reported number is a vector (one component per instance) rather than a scalar."""
         return self.metric in VECTOR_METRICS
@@ -268,137 +271,6 @@ class Spec:
         return f"{authors}. {self.title}. {self.venue} {self.year}.{where}"
 
 
-class _Table:
-    """A TOML table that remembers where it came from, so every error names file and key."""
-
-    def __init__(self, data: Mapping[str, Any], where: str) -> None:
-        self.data = dict(data)
-        self.where = where
-        self.read: set[str] = set()
-
-    def _fail(self, key: str, problem: str) -> SpecError:
-        return SpecError(f"{self.where}.{key}: {problem}")
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-        self.read.add(key)
-        if key not in self.data:
-            if default is ...:
-                raise self._fail(key, "missing (every spec states it; see registry/protonet.toml)")
-            return default
-        value = self.data[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) and bool not in kinds:
-            raise self._fail(key, f"expected {_names(kinds)}, found a boolean")
-        if not isinstance(value, kinds):
-            raise self._fail(key, f"expected {_names(kinds)}, found {type(value).__name__} {value!r}")
-        return value
-
-    def choice(self, key: str, choices: tuple[str, ...], default: Any = ...) -> Any:
-        value = self.get(key, str, default)
-        if value is not default and value not in choices:
-            raise self._fail(key, f"{value!r} is not one of {', '.join(choices)}")
-        return value
-
-    def positive(self, key: str, default: Any = ...) -> Any:
-        value = self.get(key, int, default)
-        if value is not default and value is not None and value < 1:
-            raise self._fail(key, f"must be a positive integer, found {value}")
-        return value
-
-    def count(self, key: str, default: Any = ...) -> Any:
-        value = self.get(key, int, default)
-        if value is not default and value is not None and value < 0:
-            raise self._fail(key, f"must be a non-negative integer, found {value}")
-        return value
-
-    def sub(self, key: str) -> _Table:
-        return _Table(self.get(key, dict, {}), f"{self.where}.{key}")
-
-    def reject_unread(self) -> None:
-        unknown = sorted(set(self.data) - self.read)
-        if unknown:
-            raise self._fail(unknown[0], "unknown key (misspelt? remove it or see the README's spec format)")
-
-
-def _names(kinds: tuple[type, ...]) -> str:
-    return " or ".join(
-        {
-            "str": "a string",
-            "int": "an integer",
-            "float": "a number",
-            "bool": "true/false",
-            "dict": "a table",
-            "list": "a list",
-        }.get(k.__name__, k.__name__)
-        for k in kinds
-    )
-
-
-def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Override ``base`` key by key; the ``model`` sub-table merges one level deeper."""
-    merged = dict(base)
-    for key, value in override.items():
-        if key == "model" and isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    return merged
-
-
-def _parse_reported(table: _Table, value: float | None = None) -> Reported:
-    kind = table.choice("plus_minus_kind", get_args(PlusMinusKind))
-    plus_minus = table.get("plus_minus", float, 0.0)
-    if kind == "none" and plus_minus != 0.0:
-        raise table._fail("plus_minus", "is set but plus_minus_kind is 'none'")
-    if kind != "none" and plus_minus <= 0.0:
-        raise table._fail("plus_minus", f"must be positive when plus_minus_kind is {kind!r}")
-    reported = Reported(
-        value=table.get("value", float) if value is None else value,
-        plus_minus=plus_minus,
-        plus_minus_kind=kind,
-        test_episodes=table.get("test_episodes", int, None),
-        table=table.get("table", str),
-        row=table.get("row", str),
-        variant=table.get("variant", str, ""),
-        confidence=table.choice("confidence", get_args(Confidence)),
-        decimals=table.get("decimals", int, None),
-    )
-    table.reject_unread()
-    if kind == "none" and reported.decimals is None:
-        raise table._fail("decimals", "missing: a bare number needs its printed precision (96.0 -> decimals = 1)")
-    return reported
-
-
-def _parse_components(table: _Table, instances: list[int], metric: str) -> tuple[Component, ...]:
-    """A vector benchmark's ``reported`` table: ``values`` (one per instance) instead of ``value``."""
-    values = table.get("values", list)
-    if len(values) != len(instances) or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        raise table._fail("values", f"expected {len(instances)} numbers, one per instance {instances}")
-    table.read.add("value")
-    if "value" in table.data:
-        raise table._fail("value", "a vector benchmark states `values`, one per instance, not one `value`")
-    shared = {key: value for key, value in table.data.items() if key != "values"}
-    return tuple(
-        Component(component_name(metric, k), k, _parse_reported(_Table(shared, table.where), float(v)))
-        for k, v in zip(instances, values, strict=True)
-    )
-
-
-def _parse_floor(table: _Table, components: int) -> float | tuple[float, ...] | None:
-    floor = table.get("floor", (float, list), None)
-    if isinstance(floor, list):
-        if components == 0:
-            raise table._fail("floor", "a list of floors is for vector benchmarks (one per instance)")
-        if len(floor) != components or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in floor):
-            raise table._fail("floor", f"expected {components} numbers, one per instance")
-        return tuple(float(v) for v in floor)
-    if floor is not None and components:
-        raise table._fail("floor", f"a vector benchmark states one floor per instance ({components} numbers)")
-    return floor
-
-
 def minimum_test_episodes(profile: str, reported: Reported | None) -> int:
     """The fewest frozen test episodes a profile may use.
 
@@ -414,249 +286,24 @@ def minimum_test_episodes(profile: str, reported: Reported | None) -> int:
     return MIN_TEST_EPISODES
 
 
-def _parse_claim(table: _Table) -> Claim:
-    against = table.get("against", list)
-    if not against or not all(isinstance(name, str) and name for name in against):
-        raise table._fail("against", 'lists the competitors the claim is about, e.g. ["sgd", "adam"]')
-    if len(set(against)) != len(against):
-        raise table._fail("against", "names a competitor twice")
-    claim = Claim(
-        statement=table.get("statement", str),
-        against=tuple(against),
-        confidence=table.choice("confidence", get_args(ClaimConfidence)),
-        source=table.get("source", str),
-        expect=table.choice("expect", get_args(ClaimExpectation), "holds"),
-    )
-    table.reject_unread()
-    return claim
+def parse_spec(data: Mapping[str, Any], source: Path) -> Spec:
+    """Validate a TOML document into a :class:`Spec` (see :mod:`metabench.spec_parser`)."""
+    from metabench.spec_parser import parse_spec as parse
+
+    return parse(data, source)
 
 
 def parse_profile_table(
     name: str, data: Mapping[str, Any], where: str, reported: Reported | None, *, targets: bool = True
 ) -> Profile:
     """A profile from a plain table (``--set`` re-validates a changed profile through this)."""
-    return _parse_profile(name, _Table(data, where), reported, targets=targets)
+    from metabench.spec_parser import parse_profile_table as parse
 
-
-def _parse_profile(
-    name: str, table: _Table, reported: Reported | None, components: int = 0, *, targets: bool = True
-) -> Profile:
-    """``targets``: whether the smoke and quick profiles must state what they are held to (an
-    experiment's changed profile is held to nothing, see :mod:`metabench.overrides`)."""
-    model = table.get("model", dict, {})
-    table.read.add("model")
-    profile = Profile(
-        name=name,
-        train_part=table.get("train_part", str),
-        val_part=table.get("val_part", str, None),
-        train_ways=table.positive("train_ways"),
-        train_shots=table.count("train_shots"),
-        train_queries=table.positive("train_queries"),
-        meta_batch=table.positive("meta_batch"),
-        train_episodes=table.positive("train_episodes"),
-        optimizer=table.choice("optimizer", ("adam", "sgd")),
-        lr=table.get("lr", float),
-        lr_decay_every=table.get("lr_decay_every", int, 0),
-        lr_decay_factor=table.get("lr_decay_factor", float, 1.0),
-        val_every=table.positive("val_every"),
-        val_episodes=table.positive("val_episodes"),
-        checkpoint_every=table.positive("checkpoint_every"),
-        test_episodes=table.positive("test_episodes"),
-        eval_batch=table.positive("eval_batch"),
-        floor=_parse_floor(table, components),
-        floor_note=table.get("floor_note", str, ""),
-        min_above_chance=table.get("min_above_chance", float, None),
-        lr_schedule=table.choice("lr_schedule", get_args(LrSchedule), "step"),
-        steps_per_batch=table.positive("steps_per_batch", 1),
-        clip_grad_norm=table.get("clip_grad_norm", float, None),
-        early_stopping=table.get("early_stopping", bool, False),
-        learning_part=table.get("learning_part", str, None),
-        model=dict(model),
-    )
-    table.reject_unread()
-    if profile.learning_part is not None and name != "smoke":
-        raise table._fail("learning_part", "only a smoke profile names the part its learning check runs on")
-    if profile.early_stopping and not profile.val_part:
-        raise table._fail("early_stopping", "needs a val_part to choose the best model on")
-    if profile.clip_grad_norm is not None and profile.clip_grad_norm <= 0:
-        raise table._fail("clip_grad_norm", f"must be positive, found {profile.clip_grad_norm}")
-    for key in ("train_episodes", "checkpoint_every"):
-        if getattr(profile, key) % profile.steps_per_batch:
-            raise table._fail(
-                key,
-                f"{getattr(profile, key)} is not a multiple of steps_per_batch = {profile.steps_per_batch} "
-                "(checkpoints and the end of training fall on batch boundaries, so a resume is exact)",
-            )
-    needed = minimum_test_episodes(name, reported)
-    if profile.test_episodes < needed:
-        raise table._fail(
-            "test_episodes",
-            f"{profile.test_episodes} is too few for the {name!r} profile: at least {needed} "
-            f"({'600, or the paper' + chr(39) + 's own count when larger' if name == 'paper' else '600'})",
-        )
-    if not targets:
-        return profile
-    if name == "smoke" and profile.min_above_chance is None:
-        raise table._fail("min_above_chance", "missing: the smoke profile states how far above chance it must end")
-    if name == "quick" and profile.floor is None and not profile.floor_note:
-        raise table._fail(
-            "floor",
-            "missing: the quick profile states the floor it must reach (measured), or a floor_note "
-            "saying why none could be measured (a dataset the user must supply, say)",
-        )
-    return profile
-
-
-def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -> Benchmark:
-    metric = table.choice("metric", METRICS)
-    instances = table.get("instances", list, [])
-    if metric in VECTOR_METRICS:
-        if not instances or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in instances):
-            raise table._fail("instances", f"missing: metric {metric!r} lists the instances it reports, e.g. [1, 2, 5]")
-        if metric == "accuracy-by-instance" and not table.get("sequence", bool, False):
-            raise table._fail("sequence", f"metric {metric!r} needs sequence episodes: set sequence = true")
-    elif instances:
-        raise table._fail("instances", f"only vector metrics ({', '.join(VECTOR_METRICS)}) list instances")
-    reported_table = table.get("reported", dict, None)
-    claim = _parse_claim(table.sub("claim")) if table.get("claim", dict, None) is not None else None
-    if claim is not None and reported_table:
-        raise table._fail("claim", "a benchmark states either a reported number or a claim, not both")
-    reported: Reported | None = None
-    components: tuple[Component, ...] = ()
-    if reported_table and metric in VECTOR_METRICS:
-        components = _parse_components(_Table(reported_table, f"{table.where}.reported"), instances, metric)
-        reported = None
-    elif reported_table:
-        reported = _parse_reported(_Table(reported_table, f"{table.where}.reported"))
-    if metric in VECTOR_METRICS and not components:
-        components = tuple(Component(component_name(metric, k), k, None) for k in instances)
-    first_reported = reported or (components[0].reported if components else None)
-    profile_tables = table.get("profiles", dict, {})
-    unknown = set(profile_tables) - set(PROFILE_NAMES)
-    if unknown:
-        raise SpecError(f"{table.where}.profiles.{sorted(unknown)[0]}: unknown profile (use smoke, quick, paper)")
-    profiles: dict[str, Profile] = {}
-    for name in PROFILE_NAMES:
-        merged = _merge(defaults.get(name, {}), profile_tables.get(name, {}))
-        if not merged:
-            raise SpecError(f"{table.where}.profiles.{name}: missing (every benchmark has smoke, quick, paper)")
-        profiles[name] = _parse_profile(
-            name, _Table(merged, f"{table.where}.profiles.{name}"), first_reported, len(components)
-        )
-    bench = Benchmark(
-        id=table.get("id", str),
-        dataset=table.get("dataset", str),
-        split=table.get("split", str),
-        image_size=table.positive("image_size"),
-        ways=table.positive("ways"),
-        shots=table.count("shots"),
-        queries=table.positive("queries"),
-        metric=metric,
-        direction=table.choice("direction", get_args(Direction)),
-        transductive=table.get("transductive", bool),
-        test_part=table.get("test_part", str, "test"),
-        test_seed=table.get("test_seed", int, 0),
-        default=table.get("default", bool, False),
-        reported=reported,
-        profiles=profiles,
-        notes=table.get("notes", str, ""),
-        baseline=table.get("chance", float, None),
-        sequence=table.get("sequence", bool, False),
-        variant=table.get("variant", str, ""),
-        components=components,
-        claim=claim,
-        also=tuple(table.get("also", list, [])),
-    )
-    table.reject_unread()
-    allowed = ALSO_METRICS.get(bench.metric, ())
-    for other in bench.also:
-        if other not in allowed:
-            raise table._fail(
-                "also",
-                f"{other!r} cannot be scored from {bench.metric!r} predictions"
-                + (f" (possible: {', '.join(allowed)})" if allowed else " (this metric reports nothing beside it)"),
-            )
-    if bench.sequence and bench.is_vector and max(instances) > bench.shots + bench.queries:
-        raise table._fail(
-            "instances", f"instance {max(instances)} never occurs: a class appears shots + queries times per episode"
-        )
-    if bench.metric == "log-likelihood-by-context" and max(instances) > bench.shots:
-        raise table._fail(
-            "instances", f"{max(instances)} context points cannot be given: a task has only shots = {bench.shots}"
-        )
-    classification = bench.metric in CLASSIFICATION_METRICS
-    if classification and bench.ways < 2:
-        raise table._fail("ways", "an episode needs at least 2 ways")
-    if classification and bench.baseline is not None:
-        raise table._fail("chance", "is 100 / ways for accuracy; state it only for a regression metric")
-    if bench.metric == "error" and bench.direction != "lower":
-        raise table._fail("direction", 'an error is better when lower: set direction = "lower"')
-    if not classification and bench.baseline is None:
-        raise table._fail("chance", f"missing: a {bench.metric} benchmark states the score of a trivial predictor")
-    return bench
-
-
-def parse_spec(data: Mapping[str, Any], source: Path) -> Spec:
-    """Validate a TOML document into a :class:`Spec`; errors name ``source`` and the key.
-
-    The checks below name the key they refuse; a value of a shape none of them foresaw (found by the
-    property-based tests) still becomes a :class:`SpecError` naming the file, never a traceback.
-    """
-    try:
-        return _parse_spec(data, source)
-    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as error:
-        raise SpecError(f"{source.name}: malformed spec ({type(error).__name__}: {error})") from None
-
-
-def _parse_spec(data: Mapping[str, Any], source: Path) -> Spec:
-    top = _Table(data, source.name)
-    defaults_table = top.get("profiles", dict, {})
-    unknown = set(defaults_table) - set(PROFILE_NAMES)
-    if unknown:
-        raise SpecError(f"{source.name}.profiles.{sorted(unknown)[0]}: unknown profile (use smoke, quick, paper)")
-    for name, table in defaults_table.items():
-        if not isinstance(table, Mapping):
-            raise SpecError(f"{source.name}.profiles.{name}: expected a table, found {type(table).__name__}")
-    raw_benchmarks = top.get("benchmarks", list)
-    if not raw_benchmarks:
-        raise SpecError(f"{source.name}.benchmarks: empty (a spec reports at least one benchmark)")
-    benchmarks = []
-    for index, raw in enumerate(raw_benchmarks):
-        label = raw.get("id", index) if isinstance(raw, Mapping) else index
-        if not isinstance(raw, Mapping):
-            raise SpecError(f"{source.name}.benchmarks[{index}]: expected a table")
-        benchmarks.append(_parse_benchmark(_Table(raw, f"{source.name}.benchmarks[{label}]"), defaults_table))
-    ids = [b.id for b in benchmarks]
-    duplicated = {i for i in ids if ids.count(i) > 1}
-    if duplicated:
-        raise SpecError(f"{source.name}.benchmarks: duplicate id {sorted(duplicated)[0]!r}")
-    implementation = top.get("implementation", str)
-    if ":" not in implementation:
-        raise top._fail("implementation", f"{implementation!r} is not of the form 'module:Class'")
-    spec = Spec(
-        key=top.get("key", str),
-        title=top.get("title", str),
-        authors=tuple(top.get("authors", list)),
-        year=top.get("year", int),
-        venue=top.get("venue", str),
-        arxiv=top.get("arxiv", str, ""),
-        implementation=implementation,
-        benchmarks=tuple(benchmarks),
-        source=source,
-        notes=top.get("notes", str, ""),
-    )
-    top.reject_unread()
-    if spec.key != source.stem:
-        raise top._fail("key", f"{spec.key!r} differs from the file name {source.stem!r}")
-    return spec
+    return parse(name, data, where, reported, targets=targets)
 
 
 def load_spec_file(path: Path) -> Spec:
-    """Read and validate one spec file."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise SpecError(f"{Path(path).name}: not valid TOML: {error}") from None
-    except OSError as error:
-        raise SpecError(f"{path}: cannot be read: {error.strerror}") from None
-    return parse_spec(data, Path(path))
+    """Read and validate one spec file (see :mod:`metabench.spec_parser`)."""
+    from metabench.spec_parser import load_spec_file as load
+
+    return load(path)

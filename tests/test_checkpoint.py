@@ -25,7 +25,8 @@ from metabench import checkpoint
 from metabench.checkpoint import SIGNAL_HOOK, Checkpointer, remove_orphans, restore_rng, rng_state, write_new
 from metabench.cli import app
 from metabench.errors import InterruptedRun, MetabenchError, TerminatedRun
-from metabench.runner import _publish_weights, checkpoint_path
+from metabench.runner import checkpoint_path
+from metabench.writing import publish_weights as _publish_weights
 
 PROTONET = ["run", "protonet", "--benchmark", "omniglot-5w1s", "--profile", "smoke", "--no-progress"]
 SINUSOID = {"benchmark": "sinusoid-5shot", "profile": "smoke", "train_episodes": 60}

@@ -108,7 +108,10 @@ def test_run_prints_paper_reproduced_and_verdict(tmp_path: Path, data_dir: Path)
     assert result.exit_code == 0, result.output
     for fragment in ("omniglot-5w1s", "paper's default", "98.8", "reproduced", "verdict", "below"):
         assert fragment in result.output
-    assert len(list(tmp_path.glob("protonet/*.json"))) == 1
+    # The 1-shot 5-way training also serves the 1-shot 20-way row, scored and written on its own.
+    assert "One training serves 2 benchmarks" in result.output
+    written = sorted(p.name.split("__")[0] for p in tmp_path.glob("protonet/*.json"))
+    assert written == ["omniglot-20w1s", "omniglot-5w1s"]
 
 
 @pytest.mark.data

@@ -121,7 +121,7 @@ def test_numeric_run_options_are_accepted_or_refused_cleanly(monkeypatch: pytest
     def accepted(request, console=None):
         raise _Accepted("accepted")
 
-    monkeypatch.setattr(metabench.runner, "run", accepted)
+    monkeypatch.setattr(metabench.runner, "run_all", accepted)
     result = CliRunner().invoke(app, ["run", "protonet", "--profile", "smoke", option, str(number)])
     assert result.exit_code in (2, 3), result.output
     assert isinstance(result.exception, SystemExit | None)

@@ -24,8 +24,8 @@ from metabench.reproduction import TaskInfo
 from metabench.reproductions.maml import MAML, MAMLHyperparameters
 from metabench.reproductions.plots import sine_from_points
 from metabench.reproductions.reptile import Reptile, ReptileHyperparameters, minibatch_indices
-from metabench.runner import _make_optimizer
 from metabench.spec import parse_spec
+from metabench.training import make_optimizer as _make_optimizer
 
 MAML_SPEC = Path(__file__).resolve().parents[1] / "registry" / "maml.toml"
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import metabench
-from metabench import runner
+from metabench import training
 from metabench.data.labelled import LabelledImages, crop
 from metabench.episodes import EpisodeShape
 from metabench.errors import InterruptedRun, MetabenchError, SpecError
@@ -217,7 +217,7 @@ def test_runner_tests_the_weights_of_the_best_validation_step_also_after_resume(
         snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return next(curve)
 
-    monkeypatch.setattr(runner, "validation_score", scripted)
+    monkeypatch.setattr(training, "validation_score", scripted)
     smoke = {"benchmark": "mnist-hyper", "profile": "smoke", "progress": False}
     curve = iter([30.0, 10.0, 20.0])
     result, path = metabench.run_benchmark("hypernetwork", **smoke, output=tmp_path / "a")

@@ -77,7 +77,9 @@ def test_a_wrong_key_or_type_is_the_spec_parsers_error(settings: dict[str, objec
 
 def test_an_experiment_is_recorded_named_apart_and_held_to_nothing(tmp_path: Path) -> None:
     common = ["run", "maml", "--benchmark", "sinusoid-5shot", "--profile", "smoke", "--output", str(tmp_path)]
-    done = runner.invoke(app, [*common, "--set", "lr=0.003", "--no-progress"], catch_exceptions=False)
+    done = runner.invoke(
+        app, [*common, "--set", "lr=0.003", "--no-progress", "--only-this-benchmark"], catch_exceptions=False
+    )
     assert done.exit_code == 0, done.output
     [path] = (tmp_path / "maml").glob("*.json")
     stored = json.loads(path.read_text())
