@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from metabench.data import load_parts
+from metabench import data
 from metabench.episodes import EpisodeShape
 from metabench.errors import MetabenchError, did_you_mean
 from metabench.spec import Benchmark, Profile
@@ -19,7 +19,8 @@ class Banks:
     def __init__(
         self, bench: Benchmark, data_dir: Path | None, device: torch.device, *, download: bool, progress: bool
     ) -> None:
-        self.cpu = load_parts(
+        # through the module, not a name bound at import, so that a test's stand-in is seen and undone
+        self.cpu = data.load_parts(
             bench.dataset, bench.split, bench.image_size, data_dir, download=download, progress=progress
         )
         self.device = device
