@@ -394,6 +394,25 @@ def compare(
     _emit(comparing.render(frame, format.value), output)
 
 
+@app.command()
+@_friendly
+def report(
+    paths: ResultPaths = None,
+    output: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
+    title: Annotated[str, typer.Option(help="The report's title.")] = "metabench report",
+) -> None:
+    """One self-contained HTML file (no network needed) of every result: the sortable, filterable table,
+    each paper's reported table beside the reproduced one, and per result its learning curve, figures,
+    protocol, hyperparameters and provenance."""
+    from metabench import options
+    from metabench import report as reporting
+
+    options.writable_file("--output", output)
+    written = reporting.write(paths or [Path("results")], output, title)
+    err.print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)", highlight=False)
+    out.print(str(written), soft_wrap=True, highlight=False, markup=False)
+
+
 def _emit(text: str, output: Path | None) -> None:
     if output is None:
         out.print(text, markup=False, highlight=False, soft_wrap=True)
