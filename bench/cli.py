@@ -22,7 +22,7 @@ from metabench.errors import MetabenchError
 app = typer.Typer(
     help="Reproduce meta-learning papers and check their reported numbers.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Find, download and verify datasets.", no_args_is_help=True)
@@ -52,6 +52,24 @@ def _friendly(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from metabench import __version__
+
+        out.print(f"metabench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Reproduce meta-learning papers and check their reported numbers."""
+
+
 class ProfileName(StrEnum):
     smoke = "smoke"
     quick = "quick"
@@ -69,6 +87,11 @@ class Format(StrEnum):
     table = "table"
     markdown = "markdown"
     csv = "csv"
+    json = "json"
+
+
+class DataFormat(StrEnum):
+    table = "table"
     json = "json"
 
 
@@ -134,10 +157,22 @@ def _source_text(bench: Any) -> str:
 
 @app.command("list")
 @_friendly
-def list_papers() -> None:
+def list_papers(
+    format: Annotated[
+        DataFormat, typer.Option("--format", help="table, or json: one record per benchmark.")
+    ] = DataFormat.table,
+) -> None:
     """Every paper in the registry with its benchmarks and reported numbers."""
     from metabench.registry_loader import all_specs
 
+    if format is DataFormat.json:
+        import json
+
+        from metabench.listing import list_benchmarks
+
+        records = json.loads(list_benchmarks().to_json(orient="records"))
+        _emit(json.dumps(records, indent=1, ensure_ascii=False) + "\n", None)
+        return
     table = Table(title="metabench registry", show_lines=False)
     for column in ("paper", "benchmark", "protocol", "reported", "source"):
         table.add_column(column)
@@ -156,11 +191,23 @@ def list_papers() -> None:
 
 @app.command()
 @_friendly
-def show(paper: Annotated[str, typer.Argument(help="Paper key, e.g. protonet (see `metabench list`).")]) -> None:
+def show(
+    paper: Annotated[str, typer.Argument(help="Paper key, e.g. protonet (see `metabench list`).")],
+    format: Annotated[
+        DataFormat, typer.Option("--format", help="table, or json: the whole spec as data.")
+    ] = DataFormat.table,
+) -> None:
     """One paper's spec in full: citation, benchmarks, reported numbers and every profile."""
     from metabench.registry_loader import get_spec
 
     spec = get_spec(paper)
+    if format is DataFormat.json:
+        import json
+
+        from metabench.listing import spec_dict
+
+        _emit(json.dumps(spec_dict(spec), indent=1, ensure_ascii=False) + "\n", None)
+        return
     out.print(f"[bold]{spec.key}[/]: {spec.citation}")
     out.print(f"implementation: {spec.implementation}   spec: registry/{spec.source.name}")
     if spec.notes:
@@ -374,8 +421,18 @@ def compare(
     plot: Annotated[
         Path | None, typer.Option(help="Also write a PNG of validation accuracy against training time.")
     ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated columns for table and markdown, e.g. paper,benchmark,verdict,seed,commit "
+            "(default: those the terminal's width fits; a file gets every column)."
+        ),
+    ] = None,
 ) -> None:
-    """Every result against its paper: reported, reproduced with interval, difference, verdict."""
+    """Every result against its paper: reported, reproduced with interval, difference, verdict.
+
+    At 80 columns the table shows paper, benchmark, reported, reproduced, difference and verdict; wider
+    terminals add profile, budget, episodes, device, figures and notes."""
     from metabench import compare as comparing
     from metabench import options
 
@@ -386,12 +443,17 @@ def compare(
         _emit(text, output)
         return
     frame = _selected(paths, paper, profile)
+    chosen = None
+    if columns is not None:
+        chosen = comparing.choose_columns(frame, [c.strip() for c in columns.split(",") if c.strip()])
+        if not chosen:
+            raise MetabenchError("--columns names no column", "e.g. --columns paper,benchmark,verdict")
     if plot is not None:
         err.print(f"wrote {comparing.plot_curves(frame, plot)}")
     if format is Format.table and output is None:
-        out.print(comparing.rich_table(frame))
+        out.print(comparing.rich_table(frame, width=out.width, columns=chosen))
         return
-    _emit(comparing.render(frame, format.value), output)
+    _emit(comparing.render(frame, format.value, chosen), output)
 
 
 @app.command()
@@ -431,17 +493,32 @@ def check(
     allow_empty: Annotated[
         bool, typer.Option("--allow-empty", help="Pass when no result is selected (else that is an error).")
     ] = False,
+    format: Annotated[
+        DataFormat, typer.Option("--format", help="table, or json: every checked row with its status and reason.")
+    ] = DataFormat.table,
+    junit_xml: Annotated[
+        Path | None,
+        typer.Option("--junit-xml", help="Also write JUnit XML here: one test case per checked row, for CI."),
+    ] = None,
 ) -> None:
     """Exit 1 when a result falls short: paper runs below the reported band, quick runs below their floor,
     any result whose stored summary or verdict disagrees with its per-episode scores."""
+    from metabench import check_output, options
     from metabench import compare as comparing
     from metabench.errors import ResultError
     from metabench.spec import component_label
 
+    options.writable_file("--junit-xml", junit_xml)
     frame = _selected(paths, paper, profile)
     if frame.empty:
         if allow_empty:
-            out.print("[yellow]no results selected[/] (--allow-empty)")
+            empty = comparing.check(frame).assign(passed=[], reason=[], tested=[])
+            if junit_xml is not None:
+                check_output.write_junit(empty, junit_xml)
+            if format is DataFormat.json:
+                _emit(check_output.to_json(empty), None)
+            else:
+                out.print("[yellow]no results selected[/] (--allow-empty)")
             return
         where = ", ".join(str(p) for p in paths or [Path("results")])
         filters = "".join(f" with --{k} {v}" for k, v in (("paper", paper), ("profile", profile)) if v)
@@ -450,6 +527,13 @@ def check(
             "check the path and filters, or pass --allow-empty when an empty selection is expected",
         )
     outcome = comparing.check(frame)
+    if junit_xml is not None:
+        err.print(f"wrote {check_output.write_junit(outcome, junit_xml)}", highlight=False)
+    if format is DataFormat.json:
+        _emit(check_output.to_json(outcome), None)
+        if not outcome["passed"].all():
+            raise typer.Exit(1)
+        return
     out.print(comparing.check_table(outcome))
     untested = outcome[outcome["passed"] & ~outcome["tested"]]
     for row in untested.itertuples():
