@@ -285,6 +285,15 @@ def run(
         DeviceName, typer.Option(help="Where to run; auto takes CUDA, then MPS, then CPU.")
     ] = DeviceName.auto,
     data_dir: DataDir = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            help="Run the benchmark's method on your own images: a folder of class subfolders (or train/, val/, "
+            "test/ of class subfolders). The result has no paper verdict.",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[Path, typer.Option(help="Folder for the result JSON (and its checkpoints).")] = Path("results"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoint.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Discard an interrupted run's checkpoint.")] = False,
@@ -329,6 +338,7 @@ def run(
         stop_after=stop_after,
         download=not no_download,
         progress=not no_progress and sys.stderr.isatty(),
+        images=images,
     )
     result, path = run_benchmark(request, console=err)
     _print_outcome(result, path)

@@ -80,6 +80,8 @@ class RunRequest:
     download: bool = True
     progress: bool = True
     command: str = field(default_factory=provenance.command_line)
+    #: ``--images FOLDER``: the benchmark's method and profile on the user's own classes
+    images: Path | None = None
 
 
 def pick_device(name: str) -> torch.device:
@@ -481,6 +483,16 @@ def _scored(scores: Tensor, summary: Interval, reported: Reported | None, judgem
     }
 
 
+def _user_images(bench: Benchmark) -> dict[str, Any]:
+    """``{"user_images": ...}`` for a run on the user's folder: whose data, its digest and class split."""
+    from metabench.data import imagefolder
+
+    if bench.dataset not in imagefolder.DATASET_OF_MODE.values():
+        return {}
+    folder = imagefolder.load(Path(bench.split), bench.image_size, imagefolder.mode_for(bench))
+    return {"user_images": folder.record()}
+
+
 def _summarised(scores: Tensor) -> dict[str, Any]:
     """Per-episode scores and their summary, without a verdict: a claim's competitor, or a metric reported
     beside the benchmark's own (``also``)."""
@@ -504,6 +516,11 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         dataset=request.dataset,
         variant=request.variant,
     )
+    if request.images is not None:
+        from metabench.data import imagefolder
+
+        bench = imagefolder.user_benchmark(bench, request.images)
+        why += f", on your images in {bench.split} (no paper verdict)"
     profile = bench.profile(request.profile)
     overrides: dict[str, Any] = {}
     if request.train_episodes is not None:
@@ -531,6 +548,10 @@ def run(request: RunRequest, console: Console | None = None) -> tuple[dict[str, 
         overrides["set"] = dict(request.settings)
         console.print(f"Experiment, not the paper's profile: --set {overrides_module.label(request.settings)}")
     device = pick_device(request.device)
+    if request.images is not None:
+        imagefolder.check_fits(
+            imagefolder.load(Path(bench.split), bench.image_size, imagefolder.mode_for(bench)), bench, profile
+        )
     console.print(
         f"[bold]{spec.key}[/]: {why}; profile {profile.name} ({budget_of(bench, profile).label()} of the paper's "
         f"training), seed {request.seed}, device {device}"
@@ -745,6 +766,7 @@ def _run_locked(
             "eval_episodes_per_second": frozen.count / max(eval_seconds, 1e-9),
         },
         **({"components": components} if components else {}),
+        **_user_images(bench),
         # Metrics scored beside the benchmark's own from the same predictions (the MSE of a CNP's mean).
         **({"also": {name: _summarised(values) for name, values in also.items()}} if also else {}),
         **claim,
