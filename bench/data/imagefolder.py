@@ -160,6 +160,25 @@ def _num_proc(images: int, num_proc: int | None) -> int | None:
     return workers if workers > 1 else None
 
 
+def decode(table: Any, size: int, mode: str, num_proc: int | None = None) -> Any:
+    """A ``datasets.Dataset`` with an ``image`` column (paths or ``datasets.Image``) decoded: columns
+    ``pixels`` (``size x size`` in ``mode``, row-major bytes), ``error`` (why an image could not be read,
+    else empty) and ``file``; other columns are kept. Images are decoded in ``num_proc`` worker
+    processes (default: by the count, see :func:`_num_proc`)."""
+    import datasets
+
+    table = table.cast_column("image", datasets.Image(decode=False))
+    return table.map(
+        _decode_batch,
+        batched=True,
+        batch_size=64,
+        num_proc=_num_proc(len(table), num_proc),
+        fn_kwargs={"size": size, "mode": mode},
+        remove_columns=["image"],
+        desc=f"decoding images at {size}x{size} {mode}",
+    )
+
+
 def _build(root: Path, size: int, mode: str, num_proc: int | None, target: Path) -> None:
     """Decode the folder through the image-folder builder and save the pixels as Arrow at ``target``."""
     import datasets
@@ -174,7 +193,6 @@ def _build(root: Path, size: int, mode: str, num_proc: int | None, target: Path)
         pieces = []
         for split_name, part in loaded.items():
             names = part.features["label"].names
-            part = part.cast_column("image", datasets.Image(decode=False))
             part = part.map(
                 lambda batch, names=names, split_name=split_name: {
                     "class": [names[i] for i in batch["label"]],
@@ -184,15 +202,7 @@ def _build(root: Path, size: int, mode: str, num_proc: int | None, target: Path)
             )
             pieces.append(part)
         table = datasets.concatenate_datasets(pieces)
-        decoded = table.map(
-            _decode_batch,
-            batched=True,
-            batch_size=64,
-            num_proc=_num_proc(len(table), num_proc),
-            fn_kwargs={"size": size, "mode": mode},
-            remove_columns=["image", "label"],
-            desc=f"decoding {root} at {size}x{size} {mode}",
-        )
+        decoded = decode(table.remove_columns(["label"]), size, mode, num_proc)
         partial = target.with_name(target.name + ".part")
         decoded.save_to_disk(str(partial))
         if target.exists():  # another process finished first: its copy is the same
