@@ -243,6 +243,12 @@ def result_panel(anchor: str, result: Mapping[str, Any], path: Path, rows: pd.Da
     )
     protocol = dict(result["protocol"])
     protocol["test_episodes"] = result["test_episodes"]["count"]
+    if result.get("user_images"):
+        mine = result["user_images"]
+        protocol["dataset"] = f"the user's images in {mine['path']} (sha256 {mine['content_sha256'][:12]})"
+        protocol["class split"] = mine["split_rule"]
+        for name, part in mine["parts"].items():
+            protocol[f"{name} classes"] = f"{len(part['classes'])} x {part['examples_per_class']} images"
     note = compare.notes(first)
     return (
         f'<section class="result" id="{anchor}" data-paper="{_e(result["paper"])}">'

@@ -163,5 +163,10 @@ def test_run_on_your_images_end_to_end(tmp_path: Path) -> None:
     assert data["user_images"]["owner"] == "user" and data["user_images"]["parts"]["test"]["classes"][0] == "class11"
     assert len(data["test_episodes"]["digest"]) == 64
     assert data["benchmark"].startswith("mine-") and data["benchmark"].endswith("-5w1s")
+    assert "your images in" in result.output and "no verdict" in result.output
     shown = runner.invoke(app, ["compare", str(out), "--format", "json"], catch_exceptions=False)
     assert json.loads(shown.stdout)[0]["verdict"] == "no target"
+    from metabench import report
+
+    page = report.render([out])
+    assert "the user&#x27;s images in" in page and "test classes" in page
