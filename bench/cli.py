@@ -302,6 +302,14 @@ def run(
     ] = None,
     no_download: Annotated[bool, typer.Option("--no-download", help="Fail instead of downloading data.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
+    tracker: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tracker",
+            help="Stream the learning curve and final numbers to tensorboard (OUTPUT/.tensorboard) or wandb "
+            "($WANDB_MODE=offline keeps it local); repeatable. Needs that package installed.",
+        ),
+    ] = None,
 ) -> None:
     """Reproduce one benchmark: train, evaluate on frozen test episodes, judge against the paper."""
     from metabench import options, overrides
@@ -340,7 +348,19 @@ def run(
         progress=not no_progress and sys.stderr.isatty(),
         images=images,
     )
+    tracking = None
+    if tracker:
+        from datetime import UTC, datetime
+
+        from metabench.trackers import open_trackers
+
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        name = f"{paper}-{benchmark or 'default'}-{profile.value}-seed{seed}-{stamp}"
+        tracking = open_trackers(tracker, output, name)
+        request.on_point = tracking.log_point
     result, path = run_benchmark(request, console=err)
+    if tracking is not None:
+        tracking.finish(result, path)
     _print_outcome(result, path)
 
 

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ class RunRequest:
     command: str = field(default_factory=provenance.command_line)
     #: ``--images FOLDER``: the benchmark's method and profile on the user's own classes
     images: Path | None = None
+    #: called with every point of the learning curve as it is recorded (``--tracker``, or a caller's own)
+    on_point: Callable[[dict[str, Any]], None] | None = None
 
 
 def pick_device(name: str) -> torch.device:
@@ -441,6 +444,8 @@ def _train(
                     if profile.early_stopping and best.consider(state.step, point[f"val_{bench.metric}"], model):
                         state.best_step, state.best_score = best.step, best.score
                 state.curve.append(point)
+                if request.on_point is not None:
+                    request.on_point(point)
                 if not request.progress:
                     console.print(_log_line(bench, profile, point), highlight=False)
                 state.window_loss, state.window_accuracy, state.window_steps = 0.0, 0.0, 0
