@@ -23,7 +23,7 @@ from metabench.errors import MetabenchError
 app = typer.Typer(
     help="Reproduce meta-learning papers and check their reported numbers.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
 
@@ -52,6 +52,24 @@ def _friendly(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from metabench import __version__
+
+        out.print(f"metabench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Reproduce meta-learning papers and check their reported numbers."""
+
+
 class ProfileName(StrEnum):
     smoke = "smoke"
     quick = "quick"
@@ -69,6 +87,11 @@ class Format(StrEnum):
     table = "table"
     markdown = "markdown"
     csv = "csv"
+    json = "json"
+
+
+class DataFormat(StrEnum):
+    table = "table"
     json = "json"
 
 
@@ -146,19 +169,21 @@ class ListFormat(StrEnum):
 @app.command("list")
 @_friendly
 def list_papers(
-    format: Annotated[ListFormat, typer.Option("--format", help="table or json (metabench.list_benchmarks()).")] = (
-        ListFormat.table
-    ),
+    format: Annotated[
+        DataFormat, typer.Option("--format", help="table, or json: one record per benchmark.")
+    ] = DataFormat.table,
 ) -> None:
     """Every paper in the registry with its benchmarks and reported numbers."""
     from metabench.registry_loader import all_specs
 
-    if format is ListFormat.json:
-        from metabench.api import list_benchmarks
+    if format is DataFormat.json:
+        import json
 
-        _emit(list_benchmarks().to_json(orient="records", indent=1) + "\n", None)
+        from metabench.listing import list_benchmarks
+
+        records = json.loads(list_benchmarks().to_json(orient="records"))
+        _emit(json.dumps(records, indent=1, ensure_ascii=False) + "\n", None)
         return
-
     table = Table(title="metabench registry", show_lines=False)
     for column in ("paper", "benchmark", "protocol", "reported", "source"):
         table.add_column(column)
@@ -177,11 +202,23 @@ def list_papers(
 
 @app.command()
 @_friendly
-def show(paper: Annotated[str, typer.Argument(help="Paper key, e.g. protonet (see `metabench list`).")]) -> None:
+def show(
+    paper: Annotated[str, typer.Argument(help="Paper key, e.g. protonet (see `metabench list`).")],
+    format: Annotated[
+        DataFormat, typer.Option("--format", help="table, or json: the whole spec as data.")
+    ] = DataFormat.table,
+) -> None:
     """One paper's spec in full: citation, benchmarks, reported numbers and every profile."""
     from metabench.registry_loader import get_spec
 
     spec = get_spec(paper)
+    if format is DataFormat.json:
+        import json
+
+        from metabench.listing import spec_dict
+
+        _emit(json.dumps(spec_dict(spec), indent=1, ensure_ascii=False) + "\n", None)
+        return
     out.print(f"[bold]{spec.key}[/]: {spec.citation}")
     out.print(f"implementation: {spec.implementation}   spec: registry/{spec.source.name}")
     if spec.notes:
@@ -252,6 +289,15 @@ def run(
         DeviceName, typer.Option(help="Where to run; auto takes CUDA, then MPS, then CPU.")
     ] = DeviceName.auto,
     data_dir: DataDir = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            help="Run the benchmark's method on your own images: a folder of class subfolders (or train/, val/, "
+            "test/ of class subfolders). The result has no paper verdict.",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[Path, typer.Option(help="Folder for the result JSON (and its checkpoints).")] = Path("results"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoint.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Discard an interrupted run's checkpoint.")] = False,
@@ -261,6 +307,14 @@ def run(
     no_download: Annotated[bool, typer.Option("--no-download", help="Fail instead of downloading data.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
     only_this_benchmark: OnlyThisBenchmark = False,
+    tracker: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tracker",
+            help="Stream the learning curve and final numbers to tensorboard (OUTPUT/.tensorboard) or wandb "
+            "($WANDB_MODE=offline keeps it local); repeatable. Needs that package installed.",
+        ),
+    ] = None,
 ) -> None:
     """Reproduce one benchmark: train, evaluate on frozen test episodes, judge against the paper.
 
@@ -301,10 +355,24 @@ def run(
         download=not no_download,
         progress=not no_progress and sys.stderr.isatty(),
         share_training=not only_this_benchmark,
+        images=images,
     )
     from metabench.printout import print_outcome
 
-    for result, path in run_all(request, console=err):
+    tracking = None
+    if tracker:
+        from datetime import UTC, datetime
+
+        from metabench.trackers import open_trackers
+
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        name = f"{paper}-{benchmark or 'default'}-{profile.value}-seed{seed}-{stamp}"
+        tracking = open_trackers(tracker, output, name)
+        request.on_point = tracking.log_point
+    outcomes = run_all(request, console=err)
+    if tracking is not None:
+        tracking.finish(*outcomes[0])
+    for result, path in outcomes:
         print_outcome(result, path, out)
 
 
@@ -333,8 +401,18 @@ def compare(
         ),
     ] = None,
     seed_means: Annotated[bool, typer.Option("--seed-means", help="With --by-seed: each seed's mean too.")] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated columns for table and markdown, e.g. paper,benchmark,verdict,seed,commit "
+            "(default: those the terminal's width fits; a file gets every column)."
+        ),
+    ] = None,
 ) -> None:
-    """Every result against its paper: reported, reproduced with interval, difference, verdict."""
+    """Every result against its paper: reported, reproduced with interval, difference, verdict.
+
+    At 80 columns the table shows paper, benchmark, reported, reproduced, difference and verdict; wider
+    terminals add profile, budget, episodes, device, figures and notes."""
     from metabench import aggregate, options
     from metabench import compare as comparing
 
@@ -345,15 +423,39 @@ def compare(
         _emit(text, output)
         return
     frame = _selected(paths, paper, profile)
+    chosen = None
+    if columns is not None:
+        chosen = comparing.choose_columns(frame, [c.strip() for c in columns.split(",") if c.strip()])
+        if not chosen:
+            raise MetabenchError("--columns names no column", "e.g. --columns paper,benchmark,verdict")
     if plot is not None:
         err.print(f"wrote {comparing.plot_curves(frame, plot)}")
     if aggregate.wanted(frame, by_seed):
         _emit_aggregate(frame, format, output, seed_means)
         return
     if format is Format.table and output is None:
-        out.print(comparing.rich_table(frame))
+        out.print(comparing.rich_table(frame, width=out.width, columns=chosen))
         return
-    _emit(comparing.render(frame, format.value), output)
+    _emit(comparing.render(frame, format.value, chosen), output)
+
+
+@app.command()
+@_friendly
+def report(
+    paths: ResultPaths = None,
+    output: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
+    title: Annotated[str, typer.Option(help="The report's title.")] = "metabench report",
+) -> None:
+    """One self-contained HTML file (no network needed) of every result: the sortable, filterable table,
+    each paper's reported table beside the reproduced one, and per result its learning curve, figures,
+    protocol, hyperparameters and provenance."""
+    from metabench import options
+    from metabench import report as reporting
+
+    options.writable_file("--output", output)
+    written = reporting.write(paths or [Path("results")], output, title)
+    err.print(f"wrote {written} ({written.stat().st_size / 2**20:.1f} MiB)", highlight=False)
+    out.print(str(written), soft_wrap=True, highlight=False, markup=False)
 
 
 def _emit_aggregate(frame: Any, format: Format, output: Path | None, seed_means: bool) -> None:
@@ -385,18 +487,32 @@ def check(
     allow_empty: Annotated[
         bool, typer.Option("--allow-empty", help="Pass when no result is selected (else that is an error).")
     ] = False,
+    format: Annotated[
+        DataFormat, typer.Option("--format", help="table, or json: every checked row with its status and reason.")
+    ] = DataFormat.table,
+    junit_xml: Annotated[
+        Path | None,
+        typer.Option("--junit-xml", help="Also write JUnit XML here: one test case per checked row, for CI."),
+    ] = None,
 ) -> None:
     """Exit 1 when a result falls short: paper runs below the reported band, quick runs below their floor,
     any result whose stored summary or verdict disagrees with its per-episode scores."""
-    from metabench import aggregate
+    from metabench import aggregate, check_output, options
     from metabench import compare as comparing
     from metabench.errors import ResultError
     from metabench.spec import component_label
 
+    options.writable_file("--junit-xml", junit_xml)
     frame = _selected(paths, paper, profile)
     if frame.empty:
         if allow_empty:
-            out.print("[yellow]no results selected[/] (--allow-empty)")
+            empty = comparing.check(frame).assign(passed=[], reason=[], tested=[])
+            if junit_xml is not None:
+                check_output.write_junit(empty, junit_xml)
+            if format is DataFormat.json:
+                _emit(check_output.to_json(empty), None)
+            else:
+                out.print("[yellow]no results selected[/] (--allow-empty)")
             return
         where = ", ".join(str(p) for p in paths or [Path("results")])
         filters = "".join(f" with --{k} {v}" for k, v in (("paper", paper), ("profile", profile)) if v)
@@ -406,6 +522,13 @@ def check(
         )
     # Several seeds of one benchmark and profile are judged together, on their mean over seeds.
     outcome = comparing.check(aggregate.by_seed(frame) if aggregate.wanted(frame, None) else frame)
+    if junit_xml is not None:
+        err.print(f"wrote {check_output.write_junit(outcome, junit_xml)}", highlight=False)
+    if format is DataFormat.json:
+        _emit(check_output.to_json(outcome), None)
+        if not outcome["passed"].all():
+            raise typer.Exit(1)
+        return
     out.print(comparing.check_table(outcome))
     untested = outcome[outcome["passed"] & ~outcome["tested"]]
     for row in untested.itertuples():

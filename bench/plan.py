@@ -15,6 +15,7 @@ scores each of them on its own frozen episodes (ProtoNets' 60-way 1-shot model g
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ class RunRequest:
     #: ``--only-this-benchmark``, the Python API only when asked (``run_benchmarks``)
     share_training: bool = False
     command: str = field(default_factory=provenance.command_line)
+    #: ``--images FOLDER``: the benchmark's method and profile on the user's own classes
+    images: Path | None = None
+    #: called with every point of the learning curve as it is recorded (``--tracker``, or a caller's own)
+    on_point: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -260,12 +265,23 @@ def make_plan(request: RunRequest, spec: Spec, console: Console) -> Plan:
         dataset=request.dataset,
         variant=request.variant,
     )
+    if request.images is not None:
+        from metabench.data import imagefolder
+
+        bench = imagefolder.user_benchmark(bench, request.images)
+        why += f", on your images in {bench.split} (no paper verdict)"
     profile, overrides = resolved_profile(request, spec, bench)
     if request.settings:
         console.print(f"Experiment, not the paper's profile: --set {overrides_module.label(request.settings)}")
+    device = pick_device(request.device)
+    if request.images is not None:
+        imagefolder.check_fits(
+            imagefolder.load(Path(bench.split), bench.image_size, imagefolder.mode_for(bench)), bench, profile
+        )
     trained = Target(bench, profile)
-    shared = shared_targets(request, spec, trained) if request.share_training else ()
-    return Plan(spec, (trained, *shared), overrides, pick_device(request.device), why)
+    # a user's folder is scored as asked: the registry's other test shapes are not its benchmarks
+    shared = shared_targets(request, spec, trained) if request.share_training and request.images is None else ()
+    return Plan(spec, (trained, *shared), overrides, device, why)
 
 
 def task_info(bench: Benchmark) -> TaskInfo:

@@ -32,6 +32,10 @@ def print_outcome(result: dict[str, Any], path: Path, out: Console) -> None:
     settings = (result.get("overrides") or {}).get("set")
     if settings:
         table.add_row("experiment", f"--set {label(settings)}: not the paper's profile, judged by nothing")
+    if result.get("user_images"):
+        mine = result["user_images"]
+        parts = ", ".join(f"{len(p['classes'])} {name}" for name, p in mine["parts"].items())
+        table.add_row("dataset", f"your images in {mine['path']} ({parts} classes): no paper number, no verdict")
     if reported:
         pm = "" if reported["plus_minus_kind"] == "none" else f" ± {reported['plus_minus']:g}"
         table.add_row("paper", f"{reported['value']:g}{pm}  ({reported['plus_minus_kind']}; {reported['table']})")

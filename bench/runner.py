@@ -155,6 +155,7 @@ def _run_locked(request: RunRequest, plan: Plan, ckpt: Checkpointer, console: Co
     model = build_model(plan.spec, plan.targets[0]).to(plan.device)
     _check_competitors(plan, model)
     trainer = training.start(model, plan.profile, plan.bench, banks, request.seed, ckpt, saved, console)
+    trainer.on_point = request.on_point
     state = training.train(trainer, request.stop_after, request.progress)
 
     outcomes = []

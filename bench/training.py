@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +186,8 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     state: TrainState = field(default_factory=TrainState)
+    #: told of every curve point as it is recorded (``--tracker``, or a caller's own)
+    on_point: Callable[[dict[str, Any]], None] | None = None
     best: EarlyStopping = field(init=False)
 
     def __post_init__(self) -> None:
@@ -268,6 +271,8 @@ class Trainer:
             if self.profile.early_stopping and self.best.consider(state.step, point[f"val_{metric}"], self.model):
                 state.best_step, state.best_score = self.best.step, self.best.score
         state.curve.append(point)
+        if self.on_point is not None:
+            self.on_point(point)
         if log:
             self.console.print(log_line(self.bench, self.profile, point), highlight=False)
         state.window_loss, state.window_score, state.window_steps = 0.0, 0.0, 0

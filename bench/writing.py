@@ -23,6 +23,7 @@ from metabench.errors import MetabenchError
 from metabench.kinds import Judged, scored
 from metabench.plan import Plan, RunRequest, Target
 from metabench.reproduction import Reproduction
+from metabench.spec import Benchmark
 from metabench.tasks import Frozen, TaskSource
 from metabench.training import TrainState
 
@@ -157,7 +158,18 @@ def result_of(
         "weights": path.with_suffix(".pt").name,
         "figures": _figures(test, path),
         **({"learned": learned} if learned else {}),
+        **_user_images(bench),
     }
+
+
+def _user_images(bench: Benchmark) -> dict[str, Any]:
+    """``{"user_images": ...}`` for a run on the user's folder: whose data, its digest and class split."""
+    from metabench.data import imagefolder
+
+    if bench.dataset not in imagefolder.DATASET_OF_MODE.values():
+        return {}
+    folder = imagefolder.load(Path(bench.split), bench.image_size, imagefolder.mode_for(bench))
+    return {"user_images": folder.record()}
 
 
 def write(

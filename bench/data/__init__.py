@@ -46,6 +46,8 @@ class Dataset:
     splits: Callable[[], list[str]]
     load: Callable[[LoadRequest], dict[str, TaskSource]]
     examples_per_task: Callable[[EpisodeShape], int] = lambda shape: shape.ways * shape.per_class
+    #: the split is not one of a list but names where the data is (a user's image folder: its path)
+    open_splits: bool = False
 
 
 def _one_problem(shape: EpisodeShape) -> int:
@@ -90,6 +92,22 @@ def _load_mini(request: LoadRequest) -> dict[str, TaskSource]:
 
     mini = miniimagenet.load_images(request.split, request.image_size, request.data_dir, progress=request.progress)
     return {name: ClassBank(part.images, name) for name, part in mini.items()}
+
+
+def _no_named_splits() -> list[str]:
+    return []
+
+
+def _load_user_grey(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import imagefolder
+
+    return dict(imagefolder.load_parts(request.split, request.image_size, "L"))
+
+
+def _load_user_rgb(request: LoadRequest) -> dict[str, TaskSource]:
+    from metabench.data import imagefolder
+
+    return dict(imagefolder.load_parts(request.split, request.image_size, "RGB"))
 
 
 def _sinusoid_splits() -> list[str]:
@@ -188,6 +206,10 @@ DATASETS: dict[str, Dataset] = {
     "gp": Dataset(1, _gp_splits, _load_gp),
     # CNP's image completion: MNIST pixels as regression tasks (two inputs: row and column)
     "mnist-completion": Dataset(2, _completion_splits, _load_mnist_completion),
+    # the user's own images (`run PAPER --images FOLDER`), grey or RGB as the method expects; the split
+    # is the folder's path (see metabench.data.imagefolder)
+    "imagefolder": Dataset(1, _no_named_splits, _load_user_grey, open_splits=True),
+    "imagefolder-rgb": Dataset(3, _no_named_splits, _load_user_rgb, open_splits=True),
 }
 
 
@@ -227,6 +249,6 @@ def load_parts(
     """
     source = _dataset(dataset)
     names = source.splits()
-    if split not in names:
+    if split not in names and not source.open_splits:
         raise UnknownNameError(f"{dataset} has no split {split!r}", did_you_mean(split, names))
     return source.load(LoadRequest(split, image_size, data_dir, download, progress))

@@ -13,8 +13,10 @@ csv files in ``<folder>/<dirname>/``, in the layout of Ravi & Larochelle's relea
 :mod:`metabench.paths`), as for the archives of the other datasets.
 
 The csv files are read with the Hugging Face ``datasets`` library (its cache lives in the metabench
-cache, under ``huggingface/``). Each image is converted to RGB and resized once to ``S x S`` (84 by
-default) with PIL's **Lanczos** filter, the one metabench's Omniglot uses too; each part is stored as one
+cache, under ``huggingface/``), and the images decoded by the same ``Dataset.map`` that reads a user's
+image folder (:mod:`metabench.data.imagefolder`; Ravi's layout is a csv-listed case of it). Each image
+is converted to RGB and resized once to ``S x S`` (84 by default) with PIL's **Lanczos** filter, the one
+metabench's Omniglot uses too; each part is stored as one
 ``uint8 [classes, examples, 3, S, S]`` tensor, classes sorted by class id and examples in csv order. The
 cache is keyed by a digest of the csv files' bytes and by ``S``, so an edited split rebuilds. (Image files
 replaced under unchanged csv files are not noticed: delete ``<cache>/miniimagenet/processed`` then.)
@@ -170,9 +172,10 @@ def _class_slots(path: Path, labels: list[str]) -> tuple[list[str], list[tuple[i
 
 
 def _decode_part(root: Path, part: str, image_size: int, hf_cache: Path) -> tuple[Tensor, list[str]]:
-    """One part's images as ``uint8 [classes, examples, 3, S, S]``, via a ``datasets.Image`` column."""
-    import datasets
-    from PIL import Image
+    """One part's images as ``uint8 [classes, examples, 3, S, S]``: the csv's rows get an image column
+    (``datasets.Image``) and are decoded and resized by the same ``Dataset.map`` as a user's image folder
+    (:func:`metabench.data.imagefolder.decode`), in parallel for a large part."""
+    from metabench.data import imagefolder
 
     path = root / f"{part}.csv"
     table, filenames, labels = _read_csv(path, hf_cache)
@@ -186,20 +189,17 @@ def _decode_part(root: Path, part: str, image_size: int, hf_cache: Path) -> tupl
             f"{path} names an image that does not exist: {missing[0]}{more}",
             f"every filename in {path.name} is relative to {images_dir}",
         )
-    table = table.add_column("image", [str(file) for file in files]).cast_column("image", datasets.Image())
+    decoded = imagefolder.decode(table.add_column("image", [str(file) for file in files]), image_size, "RGB")
+    failed = next(((f, e) for f, e in zip(decoded["file"], decoded["error"], strict=True) if e), None)
+    if failed is not None:
+        raise DataError(
+            f"{path}: cannot read image {failed[0]} ({failed[1]})",
+            "replace the file with a readable JPEG or PNG, or remove its line",
+        )
     out = torch.zeros(len(classes), per_class, 3, image_size, image_size, dtype=torch.uint8)
-    rows = iter(table.select_columns(["image"]))
-    for file, (row, example) in zip(files, slots, strict=True):
-        try:
-            picture = next(rows)["image"]
-            small = picture.convert("RGB").resize((image_size, image_size), Image.Resampling.LANCZOS)
-        except (OSError, ValueError, SyntaxError) as err:  # PIL.UnidentifiedImageError is an OSError
-            raise DataError(
-                f"{path}: cannot read image {file} ({type(err).__name__}: {err})",
-                "replace the file with a readable JPEG or PNG, or remove its line",
-            ) from err
-        pixels = torch.frombuffer(bytearray(small.tobytes()), dtype=torch.uint8)
-        out[row, example] = pixels.view(image_size, image_size, 3).permute(2, 0, 1)
+    for pixels, (row, example) in zip(decoded["pixels"], slots, strict=True):
+        flat = torch.frombuffer(bytearray(pixels), dtype=torch.uint8)
+        out[row, example] = flat.view(image_size, image_size, 3).permute(2, 0, 1)
     return out, classes
 
 
