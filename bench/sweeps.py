@@ -187,7 +187,9 @@ def _paths(output: Path, key: JobKey) -> tuple[Path, Path]:
 
 
 def command(key: JobKey, output: Path, device: str, extra: list[str]) -> list[str]:
-    """The job's ``metabench run``; always ``--resume`` (from step 0 when there is no checkpoint)."""
+    """The job's ``metabench run``; always ``--resume`` (from step 0 when there is no checkpoint), and
+    ``--only-this-benchmark``: a job is one result, and the sweep runs a benchmark that shares another's
+    training as a job of its own (sharing across jobs would write the same result twice)."""
     return [
         sys.executable,
         "-m",
@@ -206,6 +208,7 @@ def command(key: JobKey, output: Path, device: str, extra: list[str]) -> list[st
         str(Path(output).resolve()),
         "--resume",
         "--no-progress",
+        "--only-this-benchmark",
         *extra,
     ]
 

@@ -14,7 +14,7 @@ from rich.cells import cell_len
 from rich.console import Console
 from typer.testing import CliRunner
 
-from metabench import cli, compare, results
+from metabench import cli, compare, printout, results
 from metabench.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def test_run_prints_the_result_path_whole_on_its_own_line(monkeypatch: pytest.Mo
     source = sorted((COMMITTED / "protonet").glob("omniglot-5w1s__*.json"))[0]
     deep = tmp_path / ("a-very-long-folder-name-" * 4) / "protonet" / source.name
     buffer = _terminal(monkeypatch, 60)
-    cli._print_outcome(results.read(source), deep)
+    printout.print_outcome(results.read(source), deep, cli.out)
     lines = buffer.getvalue().splitlines()
     assert lines[-2] == "result:" and lines[-1] == str(deep)
 
