@@ -132,36 +132,9 @@ def list_benchmarks() -> pd.DataFrame:
 
     Scripts that sweep over the registry read it here instead of reaching into internal modules.
     """
-    from metabench.cli import _protocol_text, _reported_text, _source_text
-    from metabench.registry_loader import all_specs
+    from metabench.listing import list_benchmarks as rows
 
-    rows = []
-    for spec in all_specs().values():
-        for bench in spec.benchmarks:
-            reported = bench.reported
-            rows.append(
-                {
-                    "paper": spec.key,
-                    "year": spec.year,
-                    "benchmark": bench.id,
-                    "default": bench.default,
-                    "variant": bench.variant,
-                    "dataset": bench.dataset,
-                    "split": bench.split,
-                    "ways": bench.ways,
-                    "shots": bench.shots,
-                    "queries": bench.queries,
-                    "metric": bench.metric,
-                    "direction": bench.direction,
-                    "protocol": _protocol_text(bench),
-                    "reported": _reported_text(reported, bench),
-                    "reported_value": reported.value if reported else None,
-                    "reported_pm": reported.plus_minus if reported else None,
-                    "pm_kind": reported.plus_minus_kind if reported else None,
-                    "source": _source_text(bench),
-                }
-            )
-    return pd.DataFrame(rows)
+    return rows()
 
 
 def sweep(

@@ -146,14 +146,9 @@ def _reported_text(reported: Any, bench: Any = None) -> str:
 
 
 def _protocol_text(bench: Any) -> str:
-    if bench.sequence:
-        return (
-            f"{bench.dataset}/{bench.split} {bench.ways}-class sequences of "
-            f"{bench.ways * (bench.shots + bench.queries)} steps"
-        )
-    if bench.shots == 0:
-        return f"{bench.dataset}/{bench.split} supervised, {bench.ways} classes"
-    return f"{bench.dataset}/{bench.split} {bench.ways}-way {bench.shots}-shot, {bench.queries} queries"
+    from metabench.listing import protocol_text
+
+    return protocol_text(bench)
 
 
 def _source_text(bench: Any) -> str:
