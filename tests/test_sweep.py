@@ -11,8 +11,8 @@ requires every number to equal the local sweep's.
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import shutil
 import subprocess
 import sys
