@@ -26,15 +26,6 @@ from metabench.tasks import TaskSource
 GOLDEN = Path(__file__).parent / "data" / "golden_digests.json"
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
-#: which archive a dataset's parts are read from; a dataset not named here is generated
-ARCHIVE = {
-    "omniglot": "omniglot",
-    "mnist": "mnist",
-    "mnist-mlp": "mnist",
-    "mnist-completion": "mnist",
-    "miniimagenet": "synthetic-miniimagenet",
-}
-
 
 def committed_counts() -> dict[tuple[str, str], set[int]]:
     """The test-episode counts committed results under ``results/`` were scored on, per benchmark."""

@@ -10,38 +10,27 @@ file, so that test needs no data at all.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import SHARED_DATA
-from tests.golden import ARCHIVE, GOLDEN, RESULTS, PartCache, cases, digest
-
-ARCHIVE_FILE = {"omniglot": "omniglot/images_background.zip", "mnist": "mnist/train-images-idx3-ubyte.gz"}
+from tests.conftest import archive_folder, needs_archive
+from tests.golden import GOLDEN, RESULTS, PartCache, cases, digest
 
 
 def _golden() -> dict[str, dict[str, str]]:
     return json.loads(GOLDEN.read_text(encoding="utf-8"))
 
 
-def _data_folder() -> Path:
-    return Path(os.environ.get("METABENCH_DATA", SHARED_DATA))
-
-
 def _params() -> list[object]:
     """One case per dataset (its benchmarks share loaded parts), marked ``data`` when it reads an archive."""
     datasets = sorted({bench.dataset for _, bench, _ in cases()})
-    marks = {d: [pytest.mark.data] if ARCHIVE.get(d) in ARCHIVE_FILE else [] for d in datasets}
+    marks = {d: [pytest.mark.data] if needs_archive(d) else [] for d in datasets}
     return [pytest.param(d, marks=marks[d], id=d) for d in datasets]
 
 
 @pytest.mark.parametrize("dataset", _params())
 def test_frozen_digests_match_the_golden_file(dataset: str, request: pytest.FixtureRequest) -> None:
-    archive = ARCHIVE.get(dataset)
-    if archive in ARCHIVE_FILE and not (_data_folder() / ARCHIVE_FILE[archive]).is_file():
-        pytest.skip(f"{archive} archive not found under {_data_folder()} (set METABENCH_DATA)")
-    folder = request.getfixturevalue("mini_root") if dataset == "miniimagenet" else _data_folder()
+    folder = request.getfixturevalue("mini_root") if dataset == "miniimagenet" else archive_folder(dataset)
     parts = PartCache(lambda _: folder)
     golden = _golden()
     mismatched = []
