@@ -20,14 +20,13 @@ lays a batch out in that order. The order is drawn after the classes and example
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from metabench.errors import MetabenchError
+from metabench.tasks import FrozenTasks, frozen_generator, task_digest
 
 
 @dataclass(frozen=True)
@@ -279,7 +278,7 @@ class EpisodeSampler(SeededSampler):
 
 
 @dataclass(frozen=True)
-class FrozenEpisodes:
+class FrozenEpisodes(FrozenTasks["ClassBank"]):
     """A fixed list of test episodes and the digest that identifies them."""
 
     key: dict[str, object]
@@ -291,9 +290,8 @@ class FrozenEpisodes:
     def count(self) -> int:
         return self.index.classes.shape[0]
 
-    def batches(self, bank: ClassBank, batch_size: int) -> Iterator[EpisodeBatch]:
-        for start in range(0, self.count, batch_size):
-            yield bank.gather(self.index.slice(start, start + batch_size), self.shape)
+    def tasks(self, bank: ClassBank, start: int, stop: int) -> EpisodeBatch:
+        return bank.gather(self.index.slice(start, stop), self.shape)
 
 
 def freeze(bank: ClassBank, shape: EpisodeShape, count: int, seed: int, key: dict[str, object]) -> FrozenEpisodes:
@@ -305,20 +303,13 @@ def freeze(bank: ClassBank, shape: EpisodeShape, count: int, seed: int, key: dic
     freezes the same way.
     """
     bank.check_shape(shape)
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(seed)
-    index = bank.draw(shape, count, generator)
+    index = bank.draw(shape, count, frozen_generator(seed))
     full_key = {**key, "ways": shape.ways, "shots": shape.shots, "queries": shape.queries, "seed": seed, "count": count}
     if shape.sequence:
         full_key["sequence"] = True
-    digest = hashlib.sha256()
-    digest.update(json.dumps(full_key, sort_keys=True).encode())
-    digest.update(bank_digest(bank).encode())
-    digest.update(index.classes.to(torch.int64).numpy().tobytes())
-    digest.update(index.examples.to(torch.int64).numpy().tobytes())
-    if index.order is not None:
-        digest.update(index.order.to(torch.int64).numpy().tobytes())
-    return FrozenEpisodes(full_key, index, shape, digest.hexdigest())
+    draws = [index.classes, index.examples] + ([] if index.order is None else [index.order])
+    digest = task_digest(full_key, bank_digest(bank), *(draw.to(torch.int64) for draw in draws))
+    return FrozenEpisodes(full_key, index, shape, digest)
 
 
 def bank_digest(bank: ClassBank) -> str:

@@ -29,6 +29,35 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["METABENCH_CACHE"] = str(Path(tempfile.gettempdir()) / f"metabench-test-cache-{os.getuid()}")
 
 
+#: the archive each real dataset is read from; a dataset not named here is generated (sinusoid, GP,
+#: quadratics) or, like miniImageNet, only ever tested on a synthetic folder
+ARCHIVE_FILES = {
+    "omniglot": "omniglot/images_background.zip",
+    "mnist": "mnist/train-images-idx3-ubyte.gz",
+    "mnist-mlp": "mnist/train-images-idx3-ubyte.gz",
+    "mnist-completion": "mnist/train-images-idx3-ubyte.gz",
+}
+
+
+def data_folder() -> Path:
+    return Path(os.environ.get("METABENCH_DATA", SHARED_DATA))
+
+
+def needs_archive(dataset: str) -> bool:
+    return dataset in ARCHIVE_FILES
+
+
+def archive_folder(dataset: str) -> Path | None:
+    """The data folder for ``dataset``'s own archive, skipping (saying which) when that archive is missing;
+    ``None`` for a dataset that needs none. One dataset's absence never skips another's cases."""
+    if not needs_archive(dataset):
+        return None
+    folder = data_folder()
+    if not (folder / ARCHIVE_FILES[dataset]).is_file():
+        pytest.skip(f"{ARCHIVE_FILES[dataset]} not found under {folder} (set METABENCH_DATA)")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The folder with omniglot/ and mnist/ archives; tests that need it are marked ``data``."""

@@ -16,7 +16,6 @@ each task is, and the pixel orders.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from metabench.episodes import EpisodeBatch, EpisodeShape, SeededSampler
 from metabench.errors import MetabenchError
-from metabench.tasks import task_digest
+from metabench.tasks import FrozenTasks, frozen_generator, task_digest
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ class PixelCompletion:
                 f"impossible completion test task: {shape.queries} targets for {shape.shots} context pixels",
                 f"the targets include the context: keep shots <= queries <= {self.pixels}",
             )
-        generator = torch.Generator(device="cpu").manual_seed(seed)
+        generator = frozen_generator(seed)
         total = int(self.images.shape[0])
         which = torch.cat([torch.randperm(total, generator=generator) for _ in range(-(-count // total))])[:count]
         order = torch.rand(count, self.pixels, generator=generator).argsort(dim=1)[:, : shape.queries]
@@ -121,7 +120,7 @@ class CompletionSampler(SeededSampler):
 
 
 @dataclass(frozen=True)
-class FrozenCompletion:
+class FrozenCompletion(FrozenTasks[PixelCompletion]):
     """Frozen completion tasks: which image ``[E]`` and the pixel order ``[E, queries]`` of each."""
 
     key: dict[str, object]
@@ -134,10 +133,8 @@ class FrozenCompletion:
     def count(self) -> int:
         return int(self.which.shape[0])
 
-    def batches(self, source: PixelCompletion, batch_size: int) -> Iterator[EpisodeBatch]:
-        for start in range(0, self.count, batch_size):
-            stop = start + batch_size
-            yield source.batch(self.which[start:stop], self.order[start:stop], self.shape.shots, self.shape.queries)
+    def tasks(self, source: PixelCompletion, start: int, stop: int) -> EpisodeBatch:
+        return source.batch(self.which[start:stop], self.order[start:stop], self.shape.shots, self.shape.queries)
 
 
 #: MNIST digits: 55,000 training images, the last 5,000 of the training file for validation and the

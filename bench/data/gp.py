@@ -25,7 +25,7 @@ from torch import Tensor
 
 from metabench.episodes import EpisodeBatch, EpisodeShape, SeededSampler
 from metabench.errors import MetabenchError
-from metabench.tasks import task_digest
+from metabench.tasks import FrozenTasks, frozen_generator, task_digest
 
 CPU = torch.device("cpu")
 
@@ -82,7 +82,7 @@ class GPFamily:
                 f"impossible GP test task: {shape.shots} context points from a grid of {shape.queries}",
                 "the test context is a subset of the grid: keep shots <= queries",
             )
-        generator = torch.Generator(device="cpu").manual_seed(seed)
+        generator = frozen_generator(seed)
         sizes = torch.randint(self.min_context, shape.shots + 1, (count,), generator=generator)
         context = torch.rand(count, shape.queries, generator=generator).argsort(dim=1)[:, : shape.shots]
         normals = torch.randn(count, shape.queries, generator=generator, dtype=torch.float64)
@@ -133,7 +133,7 @@ class GPSampler(SeededSampler):
 
 
 @dataclass(frozen=True)
-class FrozenGP:
+class FrozenGP(FrozenTasks[GPFamily]):
     """Frozen test functions on the grid: context sizes ``[E]`` (ascending), context indices ``[E, shots]``
     into the grid (a task uses the first ``size`` of its row) and normals ``[E, queries]``."""
 

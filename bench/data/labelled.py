@@ -22,8 +22,6 @@ model.
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +30,7 @@ from torch import Tensor
 
 from metabench.episodes import EpisodeBatch, EpisodeShape
 from metabench.errors import MetabenchError
+from metabench.tasks import FrozenTasks, frozen_generator, task_digest
 
 CPU = torch.device("cpu")
 
@@ -116,13 +115,9 @@ class LabelledImages:
                 f"{len(self)}",
                 f"use at most {len(self) // shape.queries} test tasks",
             )
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        index = torch.randperm(len(self), generator=generator)[:needed].view(count, shape.queries)
+        index = torch.randperm(len(self), generator=frozen_generator(seed))[:needed].view(count, shape.queries)
         full_key = {**key, "ways": shape.ways, "shots": 0, "queries": shape.queries, "seed": seed, "count": count}
-        digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode())
-        digest.update(self.digest().encode())
-        digest.update(index.numpy().tobytes())
-        return FrozenExamples(full_key, index, digest.hexdigest())
+        return FrozenExamples(full_key, index, task_digest(full_key, self.digest(), index))
 
 
 def crop(images: Tensor, offsets: Tensor, pad: int) -> Tensor:
@@ -192,7 +187,7 @@ class MinibatchSampler:
 
 
 @dataclass(frozen=True)
-class FrozenExamples:
+class FrozenExamples(FrozenTasks[LabelledImages]):
     """Fixed test tasks (which examples, ``[count, queries]``) of a labelled part, and their digest."""
 
     key: dict[str, object]
@@ -203,6 +198,5 @@ class FrozenExamples:
     def count(self) -> int:
         return int(self.index.shape[0])
 
-    def batches(self, part: LabelledImages, batch_size: int) -> Iterator[EpisodeBatch]:
-        for start in range(0, self.count, batch_size):
-            yield part.batch(self.index[start : start + batch_size])
+    def tasks(self, part: LabelledImages, start: int, stop: int) -> EpisodeBatch:
+        return part.batch(self.index[start:stop])

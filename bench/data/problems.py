@@ -20,10 +20,8 @@ cross-entropy on minibatches of 128.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from torch import Tensor
 
 from metabench.episodes import EpisodeBatch, EpisodeShape, SeededSampler
 from metabench.errors import MetabenchError
+from metabench.tasks import FrozenTasks, frozen_generator, task_digest
 
 CPU = torch.device("cpu")
 LossFn = Callable[[Tensor], Tensor]
@@ -120,13 +119,10 @@ class ProblemFamily:
     def freeze(self, shape: EpisodeShape, count: int, seed: int, key: dict[str, object]) -> FrozenProblems:
         """Held-out problems drawn on the CPU from ``seed`` (the same on every device), with their digest."""
         self.check_shape(shape)
-        draws = self.draw(count, torch.Generator(device="cpu").manual_seed(seed))
+        draws = self.draw(count, frozen_generator(seed))
         full_key = {**key, "family": self.describe(), "seed": seed, "count": count}
-        digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode())
-        for name in sorted(draws):
-            digest.update(name.encode())
-            digest.update(draws[name].contiguous().numpy().tobytes())
-        return FrozenProblems(full_key, draws, digest.hexdigest())
+        named = [part for name in sorted(draws) for part in (name, draws[name])]
+        return FrozenProblems(full_key, draws, task_digest(full_key, *named))
 
     def describe(self) -> dict[str, object]:
         """What, besides the draws, defines this family's problems (part of the frozen digest)."""
@@ -146,7 +142,7 @@ class ProblemSampler(SeededSampler):
 
 
 @dataclass(frozen=True)
-class FrozenProblems:
+class FrozenProblems(FrozenTasks[ProblemFamily]):
     """A fixed list of held-out problems (the draws that define them) and their digest."""
 
     key: dict[str, object]
@@ -157,9 +153,8 @@ class FrozenProblems:
     def count(self) -> int:
         return int(next(iter(self.draws.values())).shape[0])
 
-    def batches(self, family: ProblemFamily, batch_size: int) -> Iterator[ProblemBatch]:
-        for start in range(0, self.count, batch_size):
-            yield family.batch({name: t[start : start + batch_size] for name, t in self.draws.items()})
+    def tasks(self, family: ProblemFamily, start: int, stop: int) -> ProblemBatch:
+        return family.batch({name: t[start:stop] for name, t in self.draws.items()})
 
 
 @dataclass(frozen=True)

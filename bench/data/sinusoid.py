@@ -9,10 +9,7 @@ episode batches it yields have the same fields (``x`` and ``y`` are ``[B, n, 1]`
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +17,7 @@ from torch import Tensor
 
 from metabench.episodes import EpisodeBatch, EpisodeShape, SeededSampler
 from metabench.errors import MetabenchError
+from metabench.tasks import FrozenTasks, frozen_generator, task_digest
 
 CPU = torch.device("cpu")
 
@@ -78,12 +76,9 @@ class SinusoidFamily:
     def freeze(self, shape: EpisodeShape, count: int, seed: int, key: dict[str, object]) -> FrozenFunctions:
         """Test functions drawn on the CPU from ``seed`` (the same on every device), with their digest."""
         self.check_shape(shape)
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        draws = self.draw(count, shape, generator)
+        draws = self.draw(count, shape, frozen_generator(seed))
         full_key = {**key, "ways": 1, "shots": shape.shots, "queries": shape.queries, "seed": seed, "count": count}
-        digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode())
-        digest.update(draws.numpy().tobytes())
-        return FrozenFunctions(full_key, draws, shape, digest.hexdigest())
+        return FrozenFunctions(full_key, draws, shape, task_digest(full_key, draws))
 
 
 class FunctionSampler(SeededSampler):
@@ -99,7 +94,7 @@ class FunctionSampler(SeededSampler):
 
 
 @dataclass(frozen=True)
-class FrozenFunctions:
+class FrozenFunctions(FrozenTasks[SinusoidFamily]):
     """A fixed list of test functions (amplitude, phase and inputs of each) and their digest."""
 
     key: dict[str, object]
@@ -111,9 +106,8 @@ class FrozenFunctions:
     def count(self) -> int:
         return self.draws.shape[0]
 
-    def batches(self, family: SinusoidFamily, batch_size: int) -> Iterator[EpisodeBatch]:
-        for start in range(0, self.count, batch_size):
-            yield family.batch(self.draws[start : start + batch_size], self.shape)
+    def tasks(self, family: SinusoidFamily, start: int, stop: int) -> EpisodeBatch:
+        return family.batch(self.draws[start:stop], self.shape)
 
 
 #: Finn et al.'s ranges: amplitude 0.1..5, phase 0..pi, x in -5..5; every part draws from the same family.
