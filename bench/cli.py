@@ -7,7 +7,6 @@ Every user error is a one-line message and exit code 2, never a traceback. An in
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -122,6 +121,41 @@ OnlyThisBenchmark = Annotated[
     typer.Option(
         "--only-this-benchmark",
         help="Score only the asked benchmark, not the others its training serves (same training, other test).",
+    ),
+]
+
+#: the longer options of `metabench run`, named so that its signature stays readable
+VariantOption = Annotated[
+    str | None, typer.Option(help="Run a variant the paper also reports, e.g. mann --variant lstm.")
+]
+ProfileOption = Annotated[
+    ProfileName, typer.Option(help="smoke: seconds; quick: minutes on a CPU; paper: the paper's protocol.")
+]
+EpisodesOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Number of frozen test episodes (at least 600 outside smoke; a paper run also the paper's count)."
+    ),
+]
+DeviceOption = Annotated[DeviceName, typer.Option(help="Where to run; auto takes CUDA, then MPS, then CPU.")]
+ImagesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--images",
+        help="Run the benchmark's method on your own images: a folder of class subfolders (or train/, val/, "
+        "test/ of class subfolders). The result has no paper verdict.",
+        show_default=False,
+    ),
+]
+StopAfterOption = Annotated[
+    int | None, typer.Option(help="Stop after this many training steps, keeping a checkpoint to --resume from.")
+]
+TrackerOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tracker",
+        help="Stream the learning curve and final numbers to tensorboard (OUTPUT/.tensorboard) or wandb "
+        "($WANDB_MODE=offline keeps it local); repeatable. Needs that package installed.",
     ),
 ]
 
@@ -264,72 +298,34 @@ def run(
     shots: Annotated[int | None, typer.Option(help="Pick the paper's benchmark with this many shots.")] = None,
     ways: Annotated[int | None, typer.Option(help="Pick the benchmark with this many ways.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Pick the benchmark on this dataset.")] = None,
-    variant: Annotated[
-        str | None, typer.Option(help="Run a variant the paper also reports, e.g. mann --variant lstm.")
-    ] = None,
+    variant: VariantOption = None,
     benchmark: Annotated[str | None, typer.Option(help="Benchmark id, e.g. omniglot-20w5s.")] = None,
-    profile: Annotated[
-        ProfileName, typer.Option(help="smoke: seconds; quick: minutes on a CPU; paper: the paper's protocol.")
-    ] = ProfileName.quick,
+    profile: ProfileOption = ProfileName.quick,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and training episodes.")] = 0,
-    episodes: Annotated[
-        int | None,
-        typer.Option(
-            help="Number of frozen test episodes (at least 600 outside smoke; a paper run also the paper's count)."
-        ),
-    ] = None,
+    episodes: EpisodesOption = None,
     train_episodes: Annotated[int | None, typer.Option(help="Override the profile's meta-training steps.")] = None,
     set_: SetOption = None,
-    device: Annotated[
-        DeviceName, typer.Option(help="Where to run; auto takes CUDA, then MPS, then CPU.")
-    ] = DeviceName.auto,
+    device: DeviceOption = DeviceName.auto,
     data_dir: DataDir = None,
-    images: Annotated[
-        Path | None,
-        typer.Option(
-            "--images",
-            help="Run the benchmark's method on your own images: a folder of class subfolders (or train/, val/, "
-            "test/ of class subfolders). The result has no paper verdict.",
-            show_default=False,
-        ),
-    ] = None,
+    images: ImagesOption = None,
     output: Annotated[Path, typer.Option(help="Folder for the result JSON (and its checkpoints).")] = Path("results"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoint.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Discard an interrupted run's checkpoint.")] = False,
-    stop_after: Annotated[
-        int | None, typer.Option(help="Stop after this many training steps, keeping a checkpoint to --resume from.")
-    ] = None,
+    stop_after: StopAfterOption = None,
     no_download: Annotated[bool, typer.Option("--no-download", help="Fail instead of downloading data.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bars.")] = False,
     only_this_benchmark: OnlyThisBenchmark = False,
-    tracker: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tracker",
-            help="Stream the learning curve and final numbers to tensorboard (OUTPUT/.tensorboard) or wandb "
-            "($WANDB_MODE=offline keeps it local); repeatable. Needs that package installed.",
-        ),
-    ] = None,
+    tracker: TrackerOption = None,
 ) -> None:
     """Reproduce one benchmark: train, evaluate on frozen test episodes, judge against the paper.
 
     Benchmarks of the paper that share every training setting and differ only in how they are tested are
     scored too, each on its own frozen episodes with its own result (the run says which).
     """
-    from metabench import options, overrides
-    from metabench.runner import RunRequest, run_all
+    from metabench.cli_run import build_request, open_tracking
+    from metabench.runner import run_all
 
-    if resume and fresh:
-        raise MetabenchError("--resume and --fresh contradict each other", "pick one")
-    options.seed(seed)
-    options.positive("--ways", ways, "--ways picks the benchmark with that many classes (see `metabench show`)")
-    options.at_least("--shots", shots, 0)  # 0 shots: the supervised benchmarks
-    options.positive("--episodes", episodes)
-    options.positive("--train-episodes", train_episodes)
-    options.positive("--stop-after", stop_after)
-    options.existing_folder("--data-dir", data_dir)
-    options.writable_folder("--output", output)
-    request = RunRequest(
+    request = build_request(
         paper=paper,
         benchmark=benchmark,
         profile=profile.value,
@@ -339,31 +335,22 @@ def run(
         ways=ways,
         dataset=dataset,
         variant=variant,
-        test_episodes=episodes,
+        episodes=episodes,
         train_episodes=train_episodes,
-        settings=overrides.parse_assignments(set_ or []),
+        set_=set_,
         data_dir=data_dir,
         output=output,
         resume=resume,
         fresh=fresh,
         stop_after=stop_after,
-        download=not no_download,
-        progress=not no_progress and sys.stderr.isatty(),
-        share_training=not only_this_benchmark,
+        no_download=no_download,
+        no_progress=no_progress,
+        only_this_benchmark=only_this_benchmark,
         images=images,
     )
     from metabench.printout import print_outcome
 
-    tracking = None
-    if tracker:
-        from datetime import UTC, datetime
-
-        from metabench.trackers import open_trackers
-
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        name = f"{paper}-{benchmark or 'default'}-{profile.value}-seed{seed}-{stamp}"
-        tracking = open_trackers(tracker, output, name)
-        request.on_point = tracking.log_point
+    tracking = open_tracking(tracker, request)
     outcomes = run_all(request, console=err)
     if tracking is not None:
         tracking.finish(*outcomes[0])

@@ -5,13 +5,16 @@ a caller or a test can replace them)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from metabench import cli
 from metabench.cli import DataFormat, Format, PaperFilter, ProfileName, ResultPaths
 from metabench.errors import MetabenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @cli.app.command()
@@ -129,7 +132,6 @@ def check(
     from metabench import aggregate, check_output, options
     from metabench import compare as comparing
     from metabench.errors import ResultError
-    from metabench.spec import component_label
 
     options.writable_file("--junit-xml", junit_xml)
     frame = cli._selected(paths, paper, profile)
@@ -158,6 +160,17 @@ def check(
         if not outcome["passed"].all():
             raise typer.Exit(1)
         return
+    if not _print_check(outcome):
+        raise typer.Exit(1)
+
+
+def _print_check(outcome: pd.DataFrame) -> bool:
+    """Print ``check``'s table, then the untested rows and either the tally of passes or each failure;
+    returns whether every row passed. Apart from ``check`` so that choosing and judging the results reads
+    apart from how the verdicts are worded on the terminal."""
+    from metabench import compare as comparing
+    from metabench.spec import component_label
+
     cli.out.print(comparing.check_table(outcome))
     untested = outcome[outcome["passed"] & ~outcome["tested"]]
     for row in untested.itertuples():
@@ -182,7 +195,7 @@ def check(
             )
         if experiments:
             cli.out.print(f"[yellow]{experiments} experiments (--set)[/] are labelled and held to nothing")
-        return
+        return True
     for row in failures.itertuples():
         part = f" ({component_label(row.component)})" if row.component else ""
         cli.err.print(
@@ -190,4 +203,4 @@ def check(
             highlight=False,
             soft_wrap=True,
         )
-    raise typer.Exit(1)
+    return False

@@ -10,10 +10,12 @@ requires every number to equal the local sweep's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -62,10 +64,10 @@ def test_selection_by_names_globs_and_all() -> None:
 
 
 def test_local_slots_never_exceed_the_machine() -> None:
-    cores = len(sweeps.os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
     slots = sweeps.local_slots(jobs=64, cpus_per_job=1, gpus=0)
     assert len(slots) == cores
-    assert sorted(c for s in slots for c in s.cpus or []) == sorted(sweeps.os.sched_getaffinity(0))
+    assert sorted(c for s in slots for c in s.cpus or []) == sorted(os.sched_getaffinity(0))
     assert all(s.env["OMP_NUM_THREADS"] == "1" for s in slots)
     assert len(sweeps.local_slots(jobs=None, cpus_per_job=10_000, gpus=0)) == 1
     gpu_slots = sweeps.local_slots(jobs=8, cpus_per_job=None, gpus=3)
@@ -107,15 +109,15 @@ def test_status_reads_failed_and_running_jobs_from_the_folder(tmp_path: Path) ->
     keys = [sweeps.JobKey(PAPER, BENCHMARKS[0], "smoke", s) for s in (0, 1)]
     manifest: dict[str, Any] = {"schema": sweeps.SCHEMA, "jobs": {}}
     for key in keys:
-        manifest["jobs"][key.name] = {**sweeps.asdict(key), "executor": "local", "submissions": 1}
+        manifest["jobs"][key.name] = {**dataclasses.asdict(key), "executor": "local", "submissions": 1}
     sweeps.write_manifest(tmp_path, manifest)
-    (state0, log0), (state1, log1) = (sweeps._paths(tmp_path, k) for k in keys)
+    (state0, log0), (state1, log1) = (sweeps.job_paths(tmp_path, k) for k in keys)
     log0.parent.mkdir(parents=True)
     log0.write_text("== start\nTraceback ...\nRuntimeError: out of memory\n")
     state0.parent.mkdir(parents=True)
     state0.write_text(json.dumps({"state": "failed", "returncode": 1}))
     log1.write_text("== start\nsinusoid-5shot step 25/100  loss 1.0  train 1.0 mse  10s\n")
-    state1.write_text(json.dumps({"state": "running", "pid": sweeps.os.getpid(), "host": sweeps.socket.gethostname()}))
+    state1.write_text(json.dumps({"state": "running", "pid": os.getpid(), "host": socket.gethostname()}))
     rows = {r["seed"]: r for r in sweeps.status(tmp_path)}
     assert rows[0]["state"] == "failed" and rows[0]["detail"] == "RuntimeError: out of memory"
     assert rows[1]["state"] == "running" and (rows[1]["step"], rows[1]["total"]) == (25, 100)
@@ -254,7 +256,7 @@ def test_slurm_sweep_through_sbatch_requeued_mid_run_gives_the_same_numbers(loca
     assert "#SBATCH --array=0-3%2" in script and "#SBATCH --requeue" in script
 
     target = sweeps.JobKey(PAPER, BENCHMARKS[0], "smoke", 0)
-    log = sweeps._paths(folder, target)[1]
+    log = sweeps.job_paths(folder, target)[1]
     deadline = time.monotonic() + 120
     while not (log.exists() and "step 50/" in log.read_text()):
         assert time.monotonic() < deadline, "the job never reached step 50"
