@@ -15,6 +15,7 @@ import pandas as pd
 
 from metabench import overrides, results
 from metabench.errors import MetabenchError, ResultError
+from metabench.metrics import axis_label
 from metabench.stats import paired
 
 
@@ -85,7 +86,7 @@ def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
             axis.axhline(rows["reported"].iloc[0], color="black", linestyle="--", linewidth=1, label="paper")
         axis.set_title(f"{paper_key} {bench_id}", fontsize=10)
         axis.set_xlabel("training time (s)")
-        axis.set_ylabel("validation accuracy (%)" if metric == "accuracy" else f"validation {metric}")
+        axis.set_ylabel(f"validation {axis_label(metric)}")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     figure.tight_layout()
