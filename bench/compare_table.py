@@ -16,6 +16,7 @@ from rich.table import Table
 
 from metabench.checking import untested_floor
 from metabench.errors import MetabenchError
+from metabench.metrics import table_decimals
 from metabench.spec import component_label, printed_number
 
 
@@ -55,13 +56,19 @@ def _reported_cell(row: pd.Series) -> str:
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The human columns: paper, benchmark, reported, reproduced ± interval, difference, verdict, profile."""
+    metric_names = frame["metric"] if "metric" in frame else ["accuracy"] * len(frame)
+    decimals = [table_decimals(str(name)) for name in metric_names]  # the registry's, per row's metric
     shown = pd.DataFrame(
         {
             "paper": frame["paper"],
             "benchmark": frame.apply(_benchmark_cell, axis=1) if len(frame) else [],
             "reported": frame.apply(_reported_cell, axis=1) if len(frame) else [],
-            "reproduced": [f"{m:.2f} ± {c:.2f}" for m, c in zip(frame["mean"], frame["ci95"], strict=True)],
-            "difference": [("—" if math.isnan(d) else f"{d:+.2f}") for d in frame["difference"]],
+            "reproduced": [
+                f"{m:.{n}f} ± {c:.{n}f}" for m, c, n in zip(frame["mean"], frame["ci95"], decimals, strict=True)
+            ],
+            "difference": [
+                ("—" if math.isnan(d) else f"{d:+.{n}f}") for d, n in zip(frame["difference"], decimals, strict=True)
+            ],
             "verdict": frame["verdict"],
             "profile": frame["profile"],
             "budget": [budget_cell(b) for b in frame.get("budget", pd.Series([math.nan] * len(frame)))],

@@ -148,6 +148,12 @@ def metric_of(name: str) -> MetricInfo:
     return METRICS[name]
 
 
+def table_decimals(name: str) -> int:
+    """Decimals of a mean, interval and difference in the comparison table (2 for a name the registry does
+    not know)."""
+    return METRICS[name].decimals if name in METRICS else 2
+
+
 def axis_label(name: str) -> str:
     """A validation curve's y-axis, after "validation ": "accuracy (%)", or the metric's name (also for a
     name the registry does not know, from an old result)."""
