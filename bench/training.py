@@ -240,7 +240,7 @@ class Trainer:
         self.ckpt.mark("step", self.state.step + 1)
         self.state.step += 1
         self.state.window_loss += float(out.loss.detach())
-        self.state.window_score += float(out.accuracy)
+        self.state.window_score += float(out.score)
         self.state.window_steps += 1
 
     def status(self, elapsed: float) -> str:
