@@ -11,7 +11,6 @@ image completion is reported by number of context pixels.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -26,6 +25,8 @@ from metabench.episodes import (
     instance_numbers,
     split_episodes,
 )
+from metabench.metrics import METRICS
+from metabench.metrics import gaussian_log_likelihood as gaussian_log_likelihood  # CNP's training loss
 from metabench.reproduction import Reproduction
 from metabench.tasks import Frozen, TaskSource
 
@@ -52,45 +53,19 @@ def targets(batch: EpisodeBatch) -> Tensor:
     return batch.query_y if batch.order is None else as_sequence(batch)[1]
 
 
-#: metrics whose predictions are a Gaussian per target: ``[B, targets, ..., 2]`` = (mean, standard deviation)
-GAUSSIAN_METRICS = ("log-likelihood", "log-likelihood-by-context")
-
-
-def gaussian_log_likelihood(predictions: Tensor, targets: Tensor) -> Tensor:
-    """Per task, the mean over targets of ``log N(y; mean, std)`` (summed over a target's dimensions).
-
-    ``predictions`` is ``targets.shape + (2,)``: the mean and the standard deviation of each value. This is
-    what CNP's notebook maximises (a diagonal Gaussian per target point, averaged over the targets).
-    """
-    y = targets.to(torch.float64)
-    mean, std = predictions[..., 0].to(torch.float64), predictions[..., 1].to(torch.float64)
-    log_p = -0.5 * ((y - mean) / std).pow(2) - std.log() - 0.5 * math.log(2 * math.pi)
-    return log_p.reshape(y.shape[0], y.shape[1], -1).sum(-1).mean(1)
-
-
 def point_predictions(predictions: Tensor, metric: str) -> Tensor:
     """What a metric other than ``metric`` scores: the mean of a Gaussian prediction, else the predictions."""
-    return predictions[..., 0] if metric in GAUSSIAN_METRICS else predictions
+    return predictions[..., 0] if metric in METRICS and METRICS[metric].gaussian else predictions
 
 
 def score(predictions: Tensor, targets: Tensor, metric: str) -> Tensor:
-    """Per-episode scores of ``[B, queries, ...]`` predictions: accuracy (%) of the argmax, its error
-    (100 - accuracy, what supervised papers report; for one-example tasks 0 or 100 per example), the MSE,
-    or the Gaussian log-likelihood of ``[B, queries, ..., 2]`` (mean, std) predictions.
+    """Per-episode scores of ``[B, queries, ...]`` predictions by ``metric``'s scorer in the registry
+    (:mod:`metabench.metrics`): accuracy or error (%) of the argmax, the MSE, the Gaussian log-likelihood of
+    ``[B, queries, ..., 2]`` (mean, std) predictions, or for ``loss`` the prediction itself.
 
-    For ``loss`` the prediction already is the task's score (an optimizee's loss after its horizon,
-    say), ``[B]`` or ``[B, ...]`` averaged over the trailing dimensions; the targets are not used.
+    A name the registry does not know is scored as an accuracy, as before the registry.
     """
-    if metric in GAUSSIAN_METRICS:
-        return gaussian_log_likelihood(predictions, targets)
-    if metric == "loss":
-        values = predictions.to(torch.float64)
-        return values.flatten(1).mean(1) if values.dim() > 1 else values
-    if metric == "mse":
-        return (predictions.to(torch.float64) - targets.to(torch.float64)).pow(2).flatten(1).mean(1)
-    if metric == "error":
-        return (predictions.argmax(-1) != targets).to(torch.float64).mean(1).mul(100.0)
-    return (predictions.argmax(-1) == targets).to(torch.float64).mean(1).mul(100.0)
+    return METRICS.get(metric, METRICS["accuracy"]).score(predictions, targets)
 
 
 def _predictions(
@@ -252,9 +227,10 @@ def evaluate_components(
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """A vector benchmark's scores: per episode overall ``[E]`` and per component ``[E, k]``, by its metric."""
-    if metric == "log-likelihood-by-context":
+    components = METRICS[metric].components if metric in METRICS else None
+    if components == "context":
         return evaluate_by_context(model, episodes, bank, batch_size, instances, on_batch)
-    if metric == "accuracy-by-instance":
+    if components == "instance":
         if not isinstance(episodes, FrozenEpisodes) or not isinstance(bank, ClassBank):
             raise ValueError("accuracy by instance needs frozen episodes over a class bank")
         return evaluate_by_instance(model, episodes, bank, batch_size, instances, on_batch)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from metabench.spec import CLASSIFICATION_METRICS
+from metabench.metrics import METRICS
 
 #: points of accuracy or error a floor must clear chance by: 10% of the 0-100 scale
 POINTS_MARGIN = 10.0
@@ -28,7 +28,7 @@ RELATIVE_MARGIN = 0.10
 
 def margin(metric: str, baseline: float) -> float:
     """How far beyond the trivial baseline a floor must lie to catch anything."""
-    if metric in CLASSIFICATION_METRICS:
+    if metric in METRICS and METRICS[metric].classification:
         return POINTS_MARGIN
     return RELATIVE_MARGIN * abs(baseline)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from metabench.metrics import metric_of
 from metabench.spec import Benchmark, Spec
 
 #: the columns of :func:`list_benchmarks`, in order
@@ -57,7 +58,7 @@ def reported_text(bench: Benchmark) -> str:
         return f"claim: beats {', '.join(bench.claim.against)}"
     if bench.components:
         shown = [f"{c.name} {c.reported.printed() if c.reported else '—'}" for c in bench.components]
-        return ("by instance: " if bench.metric == "accuracy-by-instance" else "by context: ") + " / ".join(shown)
+        return f"by {metric_of(bench.metric).components}: " + " / ".join(shown)
     reported = bench.reported
     if reported is None:
         return "no target"

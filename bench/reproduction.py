@@ -31,11 +31,12 @@ class TaskInfo:
 
 @dataclass(frozen=True)
 class StepOutput:
-    """A meta-training step's differentiable loss and the training score on its queries: accuracy (%) for
-    classification, the benchmark's metric (e.g. MSE) otherwise. (The field keeps its historical name.)"""
+    """A meta-training step's differentiable loss and the training score on its queries, in the benchmark's
+    metric: accuracy (%) for classification, an MSE, a loss or a log-likelihood otherwise (hence ``score``,
+    not ``accuracy``, which it was called until issue 17)."""
 
     loss: Tensor
-    accuracy: Tensor
+    score: Tensor
 
 
 class Reproduction(nn.Module):

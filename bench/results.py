@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, get_args
 
 from metabench.errors import ResultError
-from metabench.spec import VECTOR_METRICS, PlusMinusKind
+from metabench.metrics import is_vector
+from metabench.spec import PlusMinusKind
 
 #: 4: ``budget`` (training examples against the paper profile's) and ``overrides.set`` (``--set``)
 SCHEMA_VERSION = 4
@@ -311,7 +312,7 @@ def _validate_also(data: dict[str, Any], source: str) -> None:
 def _validate_components(data: dict[str, Any], source: str) -> None:
     components = data.get("components")
     if components is None:
-        if data["schema_version"] >= 2 and data["protocol"]["metric"] in VECTOR_METRICS:
+        if data["schema_version"] >= 2 and is_vector(data["protocol"]["metric"]):
             raise ResultError(f"{source}: missing key 'components' for metric {data['protocol']['metric']!r}")
         return
     if data["schema_version"] < 2 or not isinstance(components, list) or not components:

@@ -15,29 +15,24 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
+
+from metabench import metrics
+from metabench.metrics import Direction as Direction
 
 PROFILE_NAMES = ("smoke", "quick", "paper")
 PlusMinusKind = Literal["ci95", "std-runs", "unknown", "none"]
 Confidence = Literal["HIGH", "MED"]
-Direction = Literal["higher", "lower"]
-#: accuracy and error (100 - accuracy) in %, per episode or per test example; mse and loss for regression
-Metric = Literal[
-    "accuracy", "mse", "accuracy-by-instance", "loss", "log-likelihood", "log-likelihood-by-context", "error"
-]
+#: a metric's name: one of :data:`metabench.metrics.METRICS`, where everything about it is registered
+Metric = str
 #: how the runner's learning rate moves: multiplied by lr_decay_factor every lr_decay_every steps, or
 #: annealed linearly from lr to 0 over the run (Reptile's meta step size)
 LrSchedule = Literal["step", "linear"]
 MIN_TEST_EPISODES = 600
-METRICS: tuple[str, ...] = get_args(Metric)
-VECTOR_METRICS = ("accuracy-by-instance", "log-likelihood-by-context")
-#: metrics whose chance level is 100 / ways; every other metric states the score of a trivial predictor
-CLASSIFICATION_METRICS = ("accuracy", "accuracy-by-instance", "error")
+#: the registry's names, kept here for readers of the spec (the registry is the one source)
+METRICS: tuple[str, ...] = tuple(metrics.METRICS)
 ClaimConfidence = Literal["HIGH", "MED", "UNVERIFIED"]
 ClaimExpectation = Literal["holds", "fails"]
-#: metrics a benchmark may report beside its own (``also``), computed from the same predictions: the MSE
-#: of a Gaussian prediction is the MSE of its mean
-ALSO_METRICS: dict[str, tuple[str, ...]] = {"log-likelihood": ("mse",)}
 
 
 @dataclass(frozen=True)
@@ -80,7 +75,7 @@ def ordinal(n: int) -> str:
 def component_name(metric: str, k: int) -> str:
     """A vector benchmark's ``k``-th listed component: the ``k``-th presentation of a class ("2nd") for
     accuracy by instance, ``k`` context points ("100 context") for log-likelihood by context."""
-    return f"{k} context" if metric == "log-likelihood-by-context" else ordinal(k)
+    return f"{k} context" if metrics.metric_of(metric).components == "context" else ordinal(k)
 
 
 def component_label(name: str) -> str:
@@ -199,9 +194,8 @@ class Benchmark:
         metric, the spec's ``chance`` (the score of a trivial predictor, e.g. the MSE of always predicting 0)."""
         if self.baseline is not None:
             return self.baseline
-        if self.metric == "error":
-            return 100.0 - 100.0 / self.ways
-        return 100.0 / self.ways
+        uniform = metrics.metric_of(self.metric).chance
+        return uniform(self.ways) if uniform is not None else 100.0 / self.ways
 
     def better_than(self, score: float, reference: float, margin: float) -> bool:
         """Whether ``score`` beats ``reference`` by at least ``margin`` in this metric's direction."""
@@ -218,7 +212,7 @@ class Benchmark:
     @property
     def is_vector(self) -> bool:
         """Whether the reported number is a vector (one component per instance) rather than a scalar."""
-        return self.metric in VECTOR_METRICS
+        return metrics.is_vector(self.metric)
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)

@@ -13,12 +13,9 @@ from pathlib import Path
 from typing import Any, get_args
 
 from metabench.errors import SpecError
+from metabench.metrics import METRICS, metric_of
 from metabench.spec import (
-    ALSO_METRICS,
-    CLASSIFICATION_METRICS,
-    METRICS,
     PROFILE_NAMES,
-    VECTOR_METRICS,
     Benchmark,
     Claim,
     ClaimConfidence,
@@ -281,7 +278,8 @@ def _parse_profiles(
 
 def _check_benchmark(table: _Table, bench: Benchmark, instances: list[int]) -> None:
     """What no single key can be refused for: combinations of metric, shape, instances and baseline."""
-    allowed = ALSO_METRICS.get(bench.metric, ())
+    info = metric_of(bench.metric)
+    allowed = info.also
     for other in bench.also:
         if other not in allowed:
             raise table._fail(
@@ -293,43 +291,47 @@ def _check_benchmark(table: _Table, bench: Benchmark, instances: list[int]) -> N
         raise table._fail(
             "instances", f"instance {max(instances)} never occurs: a class appears shots + queries times per episode"
         )
-    if bench.metric == "log-likelihood-by-context" and max(instances) > bench.shots:
+    if info.components == "context" and max(instances) > bench.shots:
         raise table._fail(
             "instances", f"{max(instances)} context points cannot be given: a task has only shots = {bench.shots}"
         )
-    classification = bench.metric in CLASSIFICATION_METRICS
+    classification = info.classification
     if classification and bench.ways < 2:
         raise table._fail("ways", "an episode needs at least 2 ways")
     if classification and bench.baseline is not None:
         raise table._fail("chance", "is 100 / ways for accuracy; state it only for a regression metric")
-    if bench.metric == "error" and bench.direction != "lower":
-        raise table._fail("direction", 'an error is better when lower: set direction = "lower"')
+    if info.direction_required and bench.direction != info.direction:
+        article = "an" if bench.metric[0] in "aeiou" else "a"
+        fix = f'set direction = "{info.direction}"'
+        raise table._fail("direction", f"{article} {bench.metric} is better when {info.direction}: {fix}")
     if not classification and bench.baseline is None:
         raise table._fail("chance", f"missing: a {bench.metric} benchmark states the score of a trivial predictor")
 
 
 def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -> Benchmark:
-    metric = table.choice("metric", METRICS)
+    metric = table.choice("metric", tuple(METRICS))
+    vector = metric_of(metric).vector
     instances = table.get("instances", list, [])
-    if metric in VECTOR_METRICS:
+    if vector:
         if not instances or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in instances):
             raise table._fail("instances", f"missing: metric {metric!r} lists the instances it reports, e.g. [1, 2, 5]")
-        if metric == "accuracy-by-instance" and not table.get("sequence", bool, False):
+        if metric_of(metric).needs_sequence and not table.get("sequence", bool, False):
             raise table._fail("sequence", f"metric {metric!r} needs sequence episodes: set sequence = true")
     elif instances:
-        raise table._fail("instances", f"only vector metrics ({', '.join(VECTOR_METRICS)}) list instances")
+        vectors = [name for name, info in METRICS.items() if info.vector]
+        raise table._fail("instances", f"only vector metrics ({', '.join(vectors)}) list instances")
     reported_table = table.get("reported", dict, None)
     claim = _parse_claim(table.sub("claim")) if table.get("claim", dict, None) is not None else None
     if claim is not None and reported_table:
         raise table._fail("claim", "a benchmark states either a reported number or a claim, not both")
     reported: Reported | None = None
     components: tuple[Component, ...] = ()
-    if reported_table and metric in VECTOR_METRICS:
+    if reported_table and vector:
         components = _parse_components(_Table(reported_table, f"{table.where}.reported"), instances, metric)
         reported = None
     elif reported_table:
         reported = _parse_reported(_Table(reported_table, f"{table.where}.reported"))
-    if metric in VECTOR_METRICS and not components:
+    if vector and not components:
         components = tuple(Component(component_name(metric, k), k, None) for k in instances)
     first_reported = reported or (components[0].reported if components else None)
     profiles = _parse_profiles(table, defaults, first_reported, len(components))

@@ -37,6 +37,7 @@ from metabench.checkpoint import Checkpointer, restore_rng, rng_state
 from metabench.episodes import EpisodeShape
 from metabench.errors import InterruptedRun, MetabenchError
 from metabench.evaluate import evaluate
+from metabench.metrics import metric_of
 from metabench.reproduction import Reproduction
 from metabench.spec import Benchmark, Profile
 from metabench.tasks import Frozen, Sampler, TaskSource
@@ -76,7 +77,7 @@ def make_optimizer(model: Reproduction, profile: Profile) -> tuple[torch.optim.O
 
 def log_line(bench: Benchmark, profile: Profile, point: dict[str, float]) -> str:
     """One plain line per validation point, for logs where no progress bar is drawn."""
-    unit = "%" if bench.metric in ("accuracy", "error") else f" {bench.metric}"
+    unit = metric_of(bench.metric).log_unit
     key = f"val_{bench.metric}"
     val = f"  val {point[key]:.3f}{unit}" if key in point else ""
     return (
@@ -239,7 +240,7 @@ class Trainer:
         self.ckpt.mark("step", self.state.step + 1)
         self.state.step += 1
         self.state.window_loss += float(out.loss.detach())
-        self.state.window_score += float(out.accuracy)
+        self.state.window_score += float(out.score)
         self.state.window_steps += 1
 
     def status(self, elapsed: float) -> str:

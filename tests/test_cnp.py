@@ -94,7 +94,7 @@ def test_shapes_and_the_bounded_standard_deviation() -> None:
     assert bool((predicted[..., 1] >= 0.1).all()), "sigma = 0.1 + 0.9 softplus(.) is at least 0.1"
     out = model.train().meta_loss(batch)
     assert out.loss.dim() == 0 and out.loss.requires_grad
-    assert float(out.accuracy) == pytest.approx(-float(out.loss.detach()), rel=1e-5), (
+    assert float(out.score) == pytest.approx(-float(out.loss.detach()), rel=1e-5), (
         "the training score is the log-likelihood"
     )
     notebook = CNP.build({}, TaskInfo(1, 1, 1, 9))

@@ -407,7 +407,7 @@ def test_maml_meta_loss_task_by_task_equals_the_whole_batch(first_order: bool, m
     )
     by_task, whole = loop.meta_loss(batch), batched.meta_loss(batch)
     assert float(by_task.loss) == pytest.approx(float(whole.loss), abs=1e-12)
-    assert float(by_task.accuracy) == pytest.approx(float(whole.accuracy), abs=1e-12)
+    assert float(by_task.score) == pytest.approx(float(whole.score), abs=1e-12)
     g_task = torch.autograd.grad(by_task.loss, list(loop.parameters()))
     g_whole = torch.autograd.grad(whole.loss, list(batched.parameters()))
     assert max(float((a - b).abs().max()) for a, b in zip(g_task, g_whole, strict=True)) < 1e-10

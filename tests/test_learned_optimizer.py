@@ -154,7 +154,7 @@ def test_meta_loss_carries_the_problems_across_the_segments_of_one_batch() -> No
     second = model.meta_loss(batch)
     # the second segment starts where the first stopped: the same 10 steps run straight through
     straight = run_learned(model.rule, batch.require(), 10)
-    torch.testing.assert_close(second.accuracy, straight[9].mean())
+    torch.testing.assert_close(second.score, straight[9].mean())
     with pytest.raises(MetabenchError, match="steps_per_batch"):
         model.meta_loss(batch)  # a third segment of a 2-segment horizon
     other = quadratic_parts("l2l")["train"].sampler(EpisodeShape(1, 1, 1), seed=1).sample(8)

@@ -63,7 +63,7 @@ def test_the_meta_gradient_reaches_the_meta_learner_and_the_initial_parameters()
     gates = model.meta_learner.update
     assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in gates.parameters())
     assert all(p.grad is None for p in model.learner.parameters()), "the learner module only describes the network"
-    assert 0.0 <= float(out.accuracy) <= 100.0
+    assert 0.0 <= float(out.score) <= 100.0
 
 
 def test_prediction_adapts_a_copy_and_returns_query_logits() -> None:

@@ -1,0 +1,96 @@
+"""Readers that go back to the result files behind a comparison: the paired report of two runs on the
+same episodes, and the validation curves of each benchmark.
+
+Split from :mod:`metabench.compare`, which re-exports both; they need each run's per-episode scores or
+curve, which the one-row-per-result frame does not hold.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from metabench import overrides, results
+from metabench.errors import MetabenchError, ResultError
+from metabench.metrics import axis_label
+from metabench.stats import paired
+
+
+def _run_name(data: dict[str, Any]) -> str:
+    """``matchingnet omniglot-5w1s (quick, seed 0, --set model.scale=10)``: which run a paired side is."""
+    settings = (data.get("overrides") or {}).get("set")
+    changes = f", --set {overrides.label(settings)}" if settings else ""
+    return f"{data['paper']} {data['benchmark']} ({data['profile']}, seed {data['seed']}{changes})"
+
+
+def paired_report(first: Path, second: Path) -> str:
+    """Mean difference A - B with its interval and a paired test, for results on the same episodes."""
+    a, b = results.read(first), results.read(second)
+    if a["test_episodes"]["digest"] != b["test_episodes"]["digest"]:
+        raise ResultError(
+            f"{first.name} and {second.name} were scored on different test episodes "
+            f"({a['test_episodes']['digest'][:12]} vs {b['test_episodes']['digest'][:12]})",
+            "a paired comparison needs the same benchmark protocol, test seed and episode count",
+        )
+    comparison = paired(a["scores"], b["scores"])
+    name_a, name_b = _run_name(a), _run_name(b)
+    lines = [
+        f"A: {name_a}: {a['summary']['mean']:.2f} ± {a['summary']['ci95']:.2f}",
+        f"B: {name_b}: {b['summary']['mean']:.2f} ± {b['summary']['ci95']:.2f}",
+        f"A - B over {comparison.n} shared episodes: {comparison.mean_difference:+.2f} "
+        f"± {comparison.half_width:.2f} (95%), paired z-test p = {comparison.p_value:.3g}",
+        "the two cannot be told apart at the 5% level"
+        if not comparison.distinguishable
+        else ("A" if (comparison.mean_difference > 0) == (a["protocol"]["direction"] == "higher") else "B")
+        + " is better at the 5% level",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
+    """Validation accuracy (or the benchmark's metric) against training time, one panel per benchmark, the
+    paper's number dashed.
+
+    Time rather than steps on the x-axis, because time-to-accuracy is what a researcher budgets for.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benchmarks = sorted({(p, b) for p, b in zip(frame["paper"], frame["benchmark"], strict=True)})
+    if not benchmarks:
+        raise MetabenchError("no results to plot", "run a benchmark first, or point compare at a results folder")
+    figure, axes = plt.subplots(1, len(benchmarks), figsize=(4.2 * len(benchmarks), 3.4), squeeze=False)
+    for axis, (paper_key, bench_id) in zip(axes[0], benchmarks, strict=True):
+        rows = frame[(frame["paper"] == paper_key) & (frame["benchmark"] == bench_id)].drop_duplicates("path")
+        metric = "accuracy"
+        for _, row in rows.iterrows():
+            data = results.read(Path(row["path"]))
+            metric = data["protocol"]["metric"]  # accuracy, or a regression metric (mse, log-likelihood)
+            key = f"val_{metric}"
+            points = [(p["seconds"], p[key]) for p in data["curve"] if key in p]
+            if points:
+                seconds, accuracy = zip(*points, strict=True)
+                axis.plot(
+                    seconds,
+                    accuracy,
+                    marker="o",
+                    markersize=3,
+                    label=f"{row['profile']} seed {row['seed']} ({row['device']})",
+                )
+        if not rows["component"].iloc[0] and not math.isnan(rows["reported"].iloc[0]):
+            axis.axhline(rows["reported"].iloc[0], color="black", linestyle="--", linewidth=1, label="paper")
+        axis.set_title(f"{paper_key} {bench_id}", fontsize=10)
+        axis.set_xlabel("training time (s)")
+        axis.set_ylabel(f"validation {axis_label(metric)}")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(output, dpi=120)
+    plt.close(figure)
+    return output
