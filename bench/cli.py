@@ -167,11 +167,10 @@ def _selected(paths: list[Path] | None, paper: str | None, profile: ProfileName 
 
 
 def _reported_text(reported: Any, bench: Any = None) -> str:
-    if bench is not None and bench.claim:
-        return f"claim: beats {', '.join(bench.claim.against)}"
-    if bench is not None and bench.components:
-        shown = [f"{c.name} {c.reported.printed() if c.reported else '—'}" for c in bench.components]
-        return ("by instance: " if bench.metric == "accuracy-by-instance" else "by context: ") + " / ".join(shown)
+    if bench is not None and (bench.claim or bench.components):
+        from metabench.listing import reported_text
+
+        return reported_text(bench)  # a claim or a vector: the registry's one wording
     if reported is None:
         return "no target"
     if reported.plus_minus_kind == "none":

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from metabench import compare
+from metabench import compare, metrics
 
 #: figures larger than this are linked by name instead of inlined (a report should stay mailable)
 MAX_INLINE_BYTES = 4 * 2**20
@@ -68,7 +68,7 @@ def curve_png(result: Mapping[str, Any]) -> bytes | None:
     axis.set_title("training loss", fontsize=9)
     axis.set_xlabel("step", fontsize=8)
     reported = (result.get("reported") or {}).get("value")
-    label = "validation accuracy (%)" if metric == "accuracy" else f"validation {metric}"
+    label = f"validation {metrics.axis_label(metric)}"
     if validated:
         for axis, x_key, x_label in ((axes[0][1], "step", "step"), (axes[0][2], "seconds", "training time (s)")):
             axis.plot(
