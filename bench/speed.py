@@ -226,7 +226,9 @@ def measure(config: str, setting: Setting) -> dict[str, Any]:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+        # ru_maxrss (kilobytes on Linux) is the kernel's high-water mark, which it updates lazily: right
+        # after growth the current RSS can stand above it, so the peak is the larger of the two
+        peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, _resident_bytes())
     counter = FlopCounterMode(display=False)
     with counter:
         step()
