@@ -231,7 +231,17 @@ def validate(data: Any, source: str = "result") -> dict[str, Any]:
     _validate_claim(data, source)
     _validate_also(data, source)
     _validate_budget(data, source)
+    _validate_overrides(data, source)
     return data
+
+
+def _validate_overrides(data: dict[str, Any], source: str) -> None:
+    """``overrides`` (optional before schema 4) is a table, and its ``set`` (``--set``) a table of changes."""
+    overrides = data.get("overrides", {})
+    if not isinstance(overrides, dict):
+        raise ResultError(f"{source}: 'overrides' has the wrong type ({type(overrides).__name__})")
+    if not isinstance(overrides.get("set", {}), dict):
+        raise ResultError(f"{source}: 'overrides.set' has the wrong type ({type(overrides['set']).__name__})")
 
 
 def _validate_budget(data: dict[str, Any], source: str) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,15 @@ from metabench.errors import MetabenchError
 from metabench.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the default suite draws the same examples on every run and machine, so it passes or fails
+# the same way (random draws found two real bugs here, and would make CI a coin flip when they find the
+# next); `HYPOTHESIS_EXPLORE=1 pytest tests/test_fuzz.py` draws new examples to look for more.
+FAST = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    derandomize=not os.environ.get("HYPOTHESIS_EXPLORE"),
+)
 SPEC = tomllib.loads((REPO / "registry" / "protonet.toml").read_text())
 RESULT = json.loads(sorted((REPO / "results" / "mann").glob("omniglot-5class__*.json"))[0].read_text())
 CLAIM = json.loads(sorted((REPO / "results" / "shrinkage").glob("sinusoid-5shot__*.json"))[0].read_text())
