@@ -30,28 +30,31 @@ def run_benchmark(paper: str, **options: Any) -> tuple[dict[str, Any], Path]:
 
     Returns the result dictionary and the path of its JSON file.
     """
-    from metabench.runner import RunRequest, run
+    from metabench.runner import run
 
-    options.setdefault("progress", False)
-    options.setdefault("command", f"metabench.run_benchmark({paper!r}, **{options!r})")
-    for key in ("output", "data_dir"):
-        if options.get(key) is not None:
-            options[key] = Path(options[key])
-    return run(RunRequest(paper=paper, **options))
+    return run(_request(paper, "run_benchmark", options))
 
 
 def run_benchmarks(paper: str, **options: Any) -> list[tuple[dict[str, Any], Path]]:
     """Like :func:`run_benchmark`, scoring every benchmark the same training serves (as ``metabench run``
     does): one result per benchmark, the asked one first."""
-    from metabench.runner import RunRequest, run_all
+    from metabench.runner import run_all
+
+    options.setdefault("share_training", True)
+    return run_all(_request(paper, "run_benchmarks", options))
+
+
+def _request(paper: str, caller: str, options: dict[str, Any]) -> Any:
+    """The :class:`~metabench.runner.RunRequest` both run functions build: no progress bars, the call
+    recorded as the result's command, paths as ``Path``."""
+    from metabench.runner import RunRequest
 
     options.setdefault("progress", False)
-    options.setdefault("share_training", True)
-    options.setdefault("command", f"metabench.run_benchmarks({paper!r}, **{options!r})")
+    options.setdefault("command", f"metabench.{caller}({paper!r}, **{options!r})")
     for key in ("output", "data_dir"):
         if options.get(key) is not None:
             options[key] = Path(options[key])
-    return run_all(RunRequest(paper=paper, **options))
+    return RunRequest(paper=paper, **options)
 
 
 def load_results(*paths: str | Path) -> pd.DataFrame:

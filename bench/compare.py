@@ -149,7 +149,7 @@ def _rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
                 "dirty": data["git"]["dirty"] is True,
                 "patch": provenance.patch_note(data["git"], path),
                 "integrity": integrity,
-                "budget": (data.get("budget") or {}).get("share", math.nan),
+                "budget": _budget_share(data),
                 "experiment": overrides.label((data.get("overrides") or {}).get("set") or {}),
             }
         )
@@ -197,8 +197,6 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
         except UnknownNameError:
             continue
         profile = bench.profiles.get(row["profile"])
-        if pd.isna(row.get("budget", math.nan)):  # results before schema 4: from their stored hyperparameters
-            frame.loc[index, "budget"] = _stored_budget(bench, row["path"])
         if row.get("role", "") == "competitor":
             continue  # judged against the method from per-episode scores at run time
         if bench.claim is not None:
@@ -230,14 +228,20 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _stored_budget(bench: Any, path: str) -> float:
+def _budget_share(data: dict[str, Any]) -> float:
+    """The result's budget share: recorded since schema 4, else computed from its stored hyperparameters
+    (from the data already read: the file is not read again)."""
     from metabench.budget import BUDGET_FIELDS, budget_of
+    from metabench.errors import UnknownNameError
+    from metabench.registry_loader import get_spec
 
-    stored = results.read(Path(path))["hyperparameters"]
+    if data.get("budget"):
+        return float(data["budget"].get("share", math.nan))
+    stored = data["hyperparameters"]
     counts = [stored.get(key) for key in BUDGET_FIELDS]
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
         return math.nan  # a result too old or too damaged to say; its row shows "—"
     try:
-        return budget_of(bench, stored).share
-    except (KeyError, ValueError, ZeroDivisionError):
+        return budget_of(get_spec(data["paper"]).benchmark(data["benchmark"]), stored).share
+    except (UnknownNameError, KeyError, ValueError, ZeroDivisionError):
         return math.nan
