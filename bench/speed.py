@@ -128,8 +128,10 @@ def _engine_step(path: str, first_order: bool, setting: Setting, device: torch.d
 
     def step() -> None:
         optimizer.zero_grad()
+        model.start_batch(batch, 1)
         model.meta_loss(batch).loss.backward()
         optimizer.step()
+        model.weights_changed()
 
     return step
 
