@@ -20,10 +20,11 @@ def paper_imports(source: str, package: str = "metabench") -> list[str]:
     ``line N: name``; relative imports are resolved against ``package``."""
     found = []
     for node in ast.walk(ast.parse(source)):
-        names: list[str] = []
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
+        else:
             base = node.module or ""
             if node.level:
                 parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
