@@ -385,7 +385,8 @@ def bench_speed(
     memory of the process and its rise during the meta-iterations (step MiB)."""
     import json
 
-    from metabench.speed import Setting, report_lines, report_table, run_all
+    from metabench.speed import Setting, run_all
+    from metabench.speed_report import report_lines, report_table
 
     report = run_all(
         Setting(device=device, meta_batch=meta_batch, iterations=iterations, threads=threads, repeats=repeats)

@@ -4,6 +4,10 @@ A reproduction is an ``nn.Module`` holding a paper's model and learning algorith
 loop, the optimiser and its schedule, checkpoints, progress and evaluation; a reproduction only says
 (1) the meta-training loss on a batch of episodes, which the runner backpropagates and steps, and
 (2) its predictions on an episode batch's queries after adapting to the support set.
+
+Two optional hooks tell a reproduction what the runner does around it, so that none has to guess:
+:meth:`Reproduction.start_batch` (a batch was sampled and this many steps will be taken on it) and
+:meth:`Reproduction.weights_changed` (an optimiser step or a loaded state dict changed the weights).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class Reproduction(nn.Module):
         super().__init__()
         self.hparams = hparams
         self.task = task
+        self.register_load_state_dict_post_hook(_loaded)
 
     @classmethod
     def build(cls, model_table: dict[str, Any], task: TaskInfo, where: str = "model") -> Reproduction:
@@ -70,9 +75,27 @@ class Reproduction(nn.Module):
             raise SpecError(f"{where}: {error}") from None
         return cls(hparams, task)
 
+    def start_batch(self, batch: EpisodeBatch, steps: int) -> None:
+        """Optional: the runner has sampled ``batch`` and takes ``steps`` optimiser steps on it next (the
+        profile's ``steps_per_batch``), calling :meth:`meta_loss` with it once per step.
+
+        A reproduction that carries state from one of those steps to the next (a learned optimizer's
+        problems along their truncated-backpropagation trajectory) starts it afresh here. Checkpoints and
+        interrupts fall only between batches, so what is carried within one is never saved. The default
+        carries nothing.
+        """
+
     def meta_loss(self, batch: EpisodeBatch) -> StepOutput:
         """The loss whose gradient the runner's optimiser follows, averaged over the batch."""
         raise NotImplementedError
+
+    def weights_changed(self) -> None:
+        """Optional: the weights have just changed, so anything computed from the old ones is stale.
+
+        The runner calls it after every optimiser step, and loading a state dict (a checkpoint, the
+        early-stopping weights) calls it too. A caller that changes the weights in some other way calls
+        it itself. The default caches nothing.
+        """
 
     def predict(self, batch: EpisodeBatch) -> Tensor:
         """Logits ``[B, queries, ways]`` for each episode's queries, after adapting to its support set."""
@@ -121,3 +144,9 @@ class Reproduction(nn.Module):
     @property
     def embeds_independently(self) -> bool:
         return type(self).embed is not Reproduction.embed
+
+
+def _loaded(module: nn.Module, _incompatible: Any) -> None:
+    """``load_state_dict``'s post-hook on every reproduction: the loaded weights replace the old ones."""
+    if isinstance(module, Reproduction):
+        module.weights_changed()

@@ -144,7 +144,7 @@ class Profile:
     lr_schedule: LrSchedule = "step"
     #: optimiser steps taken on each sampled batch: a learned optimizer's truncated backpropagation
     #: takes horizon / unroll steps on the same problems, the reproduction carrying the optimizee between
-    #: them (1: a fresh batch every step)
+    #: them from ``Reproduction.start_batch`` on (1: a fresh batch every step)
     steps_per_batch: int = 1
     #: rescale the meta-gradient to at most this norm before each step (Ravi & Larochelle clip at 0.25)
     clip_grad_norm: float | None = None

@@ -1,6 +1,7 @@
 """Speed of the inner-loop engine: ``metabench bench`` (a benchmark command, never a timed test).
 
-For MAML on Omniglot 5-way 1-shot (conv-4, 64 filters, strided) with a meta-batch of 32 it measures,
+For MAML on Omniglot 5-way 1-shot (conv-4, 64 filters, strided: the registry's paper-profile model, see
+:data:`MODEL`) with a meta-batch of 32 it measures,
 for each engine path and for second- and first-order MAML: meta-iterations per second (from the median
 iteration, which one slowed by the machine's other work does not move), the achieved
 GFLOP/s (the FLOPs of one meta-iteration counted by ``torch.utils.flop_counter``, divided by its time)
@@ -27,15 +28,20 @@ import sys
 import time
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from rich.table import Table
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from metabench.reproduction import Reproduction
+
+#: the registry's (paper, benchmark, profile) whose model the engine paths are timed on; the core builds it
+#: from the spec's ``implementation``, as a run does, and imports no paper's module
+MODEL = ("maml", "omniglot-5w1s", "paper")
 CONFIGS = (
     "engine-loop/second",
     "engine-batched/second",
@@ -98,23 +104,34 @@ def _batch(setting: Setting, device: torch.device) -> tuple[Tensor, Tensor, Tens
     return xs, y, xq, y
 
 
+def engine_model(path: str, first_order: bool, setting: Setting) -> Reproduction:
+    """The model :data:`MODEL` names, built from its spec as the runner builds one, on engine ``path``."""
+    from metabench.plan import Target, build_model
+    from metabench.registry_loader import get_spec
+
+    paper, bench_id, profile_name = MODEL
+    spec = get_spec(paper)
+    bench = spec.benchmark(bench_id)
+    profile = bench.profiles[profile_name]
+    model = {**profile.model, "first_order": first_order, "engine": path}
+    target = Target(replace(bench, ways=setting.ways, shots=setting.shots), replace(profile, model=model))
+    return build_model(spec, target)
+
+
 def _engine_step(path: str, first_order: bool, setting: Setting, device: torch.device) -> Callable[[], None]:
     from metabench.episodes import EpisodeBatch
-    from metabench.reproduction import TaskInfo
-    from metabench.reproductions.maml import MAML, MAMLHyperparameters
 
-    model = MAML(
-        MAMLHyperparameters(first_order=first_order, engine=path),
-        TaskInfo(1, 28, setting.ways, setting.shots),
-    ).to(device)
+    model = engine_model(path, first_order, setting).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     xs, y, xq, yq = _batch(setting, device)
     batch = EpisodeBatch(xs, y, xq, yq, setting.ways, setting.shots)
 
     def step() -> None:
         optimizer.zero_grad()
+        model.start_batch(batch, 1)
         model.meta_loss(batch).loss.backward()
         optimizer.step()
+        model.weights_changed()
 
     return step
 
@@ -401,44 +418,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def report_table(report: dict[str, Any], meta_batch: int, repeats: int) -> Table:
-    """``metabench bench``'s table: each configuration's speed, its ratio to the per-task loop, memory."""
-    rows = report["rows"]
-    reference = next((r for r in rows if r["config"] == "engine-loop/second" and "skipped" not in r), None)
-    table = Table(
-        title=f"MAML Omniglot 5w1s, meta-batch {meta_batch}, on {report['device']} "
-        f"({report['cpu_threads']} threads; float32 matmul {report['matmul_gflops']:.1f} GFLOP/s; "
-        f"median of {repeats} rounds)"
-    )
-    columns = ("configuration", "meta-it/s", "x per-task loop", "GFLOP/s", "of matmul", "peak MiB", "step MiB")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "configuration" else "right", no_wrap=True)
-    for row in rows:
-        if "skipped" in row:
-            table.add_row(row["config"], f"[yellow]{row['skipped']}[/]", "", "", "", "", "")
-            continue
-        ratio = row["iterations_per_second"] / reference["iterations_per_second"] if reference else float("nan")
-        table.add_row(
-            row["config"],
-            f"{row['iterations_per_second']:.3f}",
-            f"{ratio:.2f}",
-            f"{row['gflops']:.1f}",
-            f"{row['fraction_of_matmul']:.0%}",
-            f"{row['peak_memory_mb']:.0f}",
-            f"{row['step_memory_mb']:.0f}",
-        )
-    return table
-
-
-def report_lines(report: dict[str, Any], iterations: int) -> list[str]:
-    """The engine path ``auto`` takes and each comparison with an installed library, one line each."""
-    lines = [f"engine path chosen by auto on {report['device']}: {report['auto_path']}"]
-    for c in report["against_libraries"]:
-        how = f"median of {iterations} alternating rounds" if c["speed_kind"] == "paired" else "separate processes"
-        lines.append(
-            f"{c['order']} order, {c['engine']} against {c['library']}: {c['speed']:.2f}x its speed ({how}), "
-            f"{c['memory']:.2f}x its peak memory"
-        )
-    return lines

@@ -7,8 +7,10 @@ that was under way when the signal came is finished first and a resumed run repe
 what goes into the payload and when.
 
 A profile's ``steps_per_batch`` takes several optimiser steps on each sampled batch (a learned
-optimizer's truncated-backpropagation segments, the reproduction carrying its optimizee between them);
-the boundaries are then the batch boundaries, and an interrupt waits for the batch under way to end.
+optimizer's truncated-backpropagation segments); the boundaries are then the batch boundaries, and an
+interrupt waits for the batch under way to end. The reproduction is told: ``start_batch(batch, steps)``
+when a batch is sampled, then ``meta_loss(batch)`` once per step, and ``weights_changed()`` after every
+optimiser step (see :class:`~metabench.reproduction.Reproduction`).
 """
 
 from __future__ import annotations
@@ -236,6 +238,7 @@ class Trainer:
                 [p for p in self.model.parameters() if p.grad is not None], self.profile.clip_grad_norm
             )
         self.optimizer.step()
+        self.model.weights_changed()
         self.scheduler.step()
         self.ckpt.mark("step", self.state.step + 1)
         self.state.step += 1
@@ -307,8 +310,8 @@ def train(trainer: Trainer, stop_after: int | None, progress: bool) -> TrainStat
     state, profile, ckpt = trainer.state, trainer.profile, trainer.ckpt
     per_batch, total = profile.steps_per_batch, profile.train_episodes
     stop_at = total if stop_after is None else min(total, state.step + -(-stop_after // per_batch) * per_batch)
-    # With several steps per batch the boundaries are the batch boundaries (the reproduction's optimizee
-    # state between a batch's steps is not in the checkpoint); a stop waits for the batch to end.
+    # With several steps per batch the boundaries are the batch boundaries (what a reproduction carries
+    # between a batch's steps, from start_batch on, is not in the checkpoint); a stop waits for the batch to end.
     trainer.model.train()
     with progress_bar(trainer.console, progress) as bar, ckpt.deferring_signals():
         task = bar.add_task(f"{trainer.bench.id} train", total=total, completed=state.step, status="")
@@ -323,6 +326,7 @@ def train(trainer: Trainer, stop_after: int | None, progress: bool) -> TrainStat
                 clock()
                 ckpt.at_boundary(trainer.payload, state.step, total)
                 batch = trainer.sampler.sample(profile.meta_batch)
+                trainer.model.start_batch(batch, per_batch)
             trainer.step(batch)
             elapsed = state.seconds + time.perf_counter() - started
             bar.update(task, completed=state.step, status=trainer.status(elapsed))

@@ -9,7 +9,9 @@ tuned baseline's. The runner does that with this module's :class:`LearnedOptimiz
 1. meta-training: each sampled batch of problems is optimised for ``horizon`` steps by the LSTM, in
    ``horizon / unroll`` segments (the profile's ``steps_per_batch``); each segment's meta-loss is the
    sum of its steps' mean losses, and the runner's Adam steps on it (truncated backpropagation). The
-   reproduction carries the problems' parameters and the LSTM state from one segment to the next;
+   runner says where a batch's trajectory starts (:meth:`LearnedOptimizer.start_batch`, with the number
+   of steps it will take on it); the reproduction carries the problems' parameters and the LSTM state
+   from one segment to the next;
 2. prediction (metric ``loss``): a held-out problem's loss after ``horizon`` learned steps;
 3. competitors: SGD, NAG (momentum 0.9), RMSprop and Adam, each at the rate of ``lr_grid`` with the
    lowest mean final loss on the test part's *tuning* problems (frozen validation problems; see
@@ -151,7 +153,6 @@ class LearnedOptimizerHyperparameters:
 class _Optimizee:
     """The problems of the batch being meta-trained on, where their optimisation stands."""
 
-    batch: EpisodeBatch
     loss: Any
     theta: Tensor
     state: LSTMState | None
@@ -182,35 +183,43 @@ class LearnedOptimizer(Reproduction):
         )
         self.segments = hparams.horizon // hparams.unroll
         self._optimizee: _Optimizee | None = None
-        #: loss curves already run at evaluation, by optimizer, rate, problems and the rule's weights
-        self._curves: dict[tuple[str, float, str, tuple[int, ...]], Tensor] = {}
+        #: loss curves already run at evaluation with the rule's present weights, by optimizer, rate and
+        #: problems; emptied by :meth:`weights_changed`
+        self._curves: dict[tuple[str, float, str], Tensor] = {}
         #: filled when the competitors are first asked for: rates, grid scores, tuning problems' digest
         self.tuning: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- meta-training
 
-    def meta_loss(self, batch: EpisodeBatch) -> StepOutput:
-        """One truncated-backpropagation segment (``unroll`` steps) of the batch's optimisation.
+    def start_batch(self, batch: EpisodeBatch, steps: int) -> None:
+        """Start the batch's problems at their initial parameters, with a fresh LSTM state.
 
-        The runner passes the same batch ``steps_per_batch`` times; the first call starts the problems
-        at their initial parameters and each call continues where the last stopped.
+        ``steps``, the runner's optimiser steps on the batch (the profile's ``steps_per_batch``), must
+        be the trajectory's ``horizon / unroll`` segments.
         """
-        run = self._optimizee
-        if run is None or run.batch is not batch:
-            if run is not None and run.segment != self.segments:
-                raise MetabenchError(
-                    f"a new batch arrived after {run.segment} of {self.segments} unroll segments",
-                    f"set the profile's steps_per_batch to horizon / unroll = {self.segments}",
-                )
-            problems = _problems(batch)
-            run = _Optimizee(batch, problems.make_loss(), problems.theta0.detach(), None)
-            self._optimizee = run
-        elif run.segment == self.segments:
+        if steps != self.segments:
             raise MetabenchError(
-                f"the batch was used for more than horizon / unroll = {self.segments} segments",
+                f"the runner takes {steps} steps on each batch, but a batch's horizon is "
+                f"horizon / unroll = {self.segments} unroll segments",
                 f"set the profile's steps_per_batch to {self.segments}",
             )
-        self._curves.clear()
+        problems = _problems(batch)
+        self._optimizee = _Optimizee(problems.make_loss(), problems.theta0.detach(), None)
+
+    def meta_loss(self, batch: EpisodeBatch) -> StepOutput:
+        """The next truncated-backpropagation segment (``unroll`` steps) of the batch's optimisation.
+
+        ``batch`` is the one :meth:`start_batch` started, whose problems it read; the first call after it
+        runs the problems from their initial parameters and each further call continues where the last
+        stopped.
+        """
+        run = self._optimizee
+        if run is None or run.segment == self.segments:
+            done = "no batch was started" if run is None else f"the batch's {self.segments} segments are done"
+            raise MetabenchError(
+                f"meta_loss has no segment to run: {done}",
+                "call start_batch(batch, steps) on each new batch first, as the runner does",
+            )
         theta = run.theta.detach().requires_grad_()
         state = self.rule.initial_state(theta.reshape(-1)) if run.state is None else run.state
         out = unroll(self.rule, run.loss, theta, state, self.hparams.unroll)
@@ -218,16 +227,19 @@ class LearnedOptimizer(Reproduction):
         per_step = out.losses.reshape(out.losses.shape[0], -1).mean(-1)
         return StepOutput(per_step.sum(), per_step[-1].detach())
 
+    def weights_changed(self) -> None:
+        """The rule's weights moved: every cached curve is of the old ones."""
+        self._curves.clear()
+
     # ---------------------------------------------------------------- evaluation
 
     def curve(self, name: str, lr: float, problems: Problems) -> Tensor:
         """Losses ``[horizon + 1, B]`` of optimizer ``name`` (the LSTM, or a baseline at ``lr``) on ``problems``.
 
-        Each is run once per set of the rule's weights: the figures redraw the first test batch, which
-        scoring has just run (for 32 MNIST MLPs, 20 s of the LSTM).
+        Each is run once per set of the rule's weights (:meth:`weights_changed` forgets them): the figures
+        redraw the first test batch, which scoring has just run (for 32 MNIST MLPs, 20 s of the LSTM).
         """
-        weights = tuple(p._version for p in self.rule.parameters())
-        key = (name, lr, _fingerprint(problems), weights)
+        key = (name, lr, _fingerprint(problems))
         if key not in self._curves:
             if name == LEARNED:
                 self._curves[key] = run_learned(self.rule, problems, self.hparams.horizon)

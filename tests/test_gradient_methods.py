@@ -300,6 +300,16 @@ def test_speed_measurement_reports_rates_flops_and_memory() -> None:
         assert missing["skipped"].startswith("not installed")
 
 
+def test_speed_times_the_registrys_maml_model_built_from_its_spec() -> None:
+    """The core builds the timed model through the spec's implementation: the paper profile's conv-4 MAML."""
+    from metabench.speed import MODEL, Setting, engine_model
+
+    model = engine_model("batched", True, Setting())
+    assert MODEL == ("maml", "omniglot-5w1s", "paper") and isinstance(model, MAML)
+    assert model.hparams == MAMLHyperparameters(first_order=True, engine="batched")
+    assert model.task == TaskInfo(1, 28, 5, 1)
+
+
 def test_learn2learn_maml_loads_alone_when_the_package_import_breaks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -146,6 +146,11 @@ def test_meta_loss_carries_the_problems_across_the_segments_of_one_batch() -> No
     torch.manual_seed(0)
     model = small_optimizer()
     batch = quadratic_parts("l2l")["train"].sampler(EpisodeShape(1, 1, 1), seed=0).sample(8)
+    with pytest.raises(MetabenchError, match="no batch was started"):
+        model.meta_loss(batch)
+    with pytest.raises(MetabenchError, match="steps_per_batch to 2"):
+        model.start_batch(batch, 5)  # the runner would take 5 steps on a 2-segment horizon
+    model.start_batch(batch, 2)
     first = model.meta_loss(batch)
     assert first.loss.requires_grad and first.loss.shape == ()
     start = batch.require().theta0
@@ -155,12 +160,10 @@ def test_meta_loss_carries_the_problems_across_the_segments_of_one_batch() -> No
     # the second segment starts where the first stopped: the same 10 steps run straight through
     straight = run_learned(model.rule, batch.require(), 10)
     torch.testing.assert_close(second.score, straight[9].mean())
-    with pytest.raises(MetabenchError, match="steps_per_batch"):
+    with pytest.raises(MetabenchError, match="segments are done"):
         model.meta_loss(batch)  # a third segment of a 2-segment horizon
-    other = quadratic_parts("l2l")["train"].sampler(EpisodeShape(1, 1, 1), seed=1).sample(8)
-    model.meta_loss(other)  # a new batch after a whole horizon is fine...
-    with pytest.raises(MetabenchError, match="after 1 of 2"):
-        model.meta_loss(batch)  # ...but not in the middle of one
+    model.start_batch(batch, 2)  # the same problems again start from their initial parameters
+    torch.testing.assert_close(model.meta_loss(batch).score, first.score)
 
 
 def test_competitors_are_tuned_on_the_validation_part_never_the_test_part(tmp_path: Path) -> None:
@@ -192,7 +195,8 @@ def test_competitors_are_tuned_on_the_validation_part_never_the_test_part(tmp_pa
 
 
 def test_evaluation_runs_each_curve_once_per_problems_and_weights(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The figures redraw what scoring ran; a cached curve never outlives the weights or the problems."""
+    """The figures redraw what scoring ran; a cached curve never outlives the problems, nor the weights once
+    :meth:`weights_changed` says they moved."""
     from dataclasses import replace
 
     from metabench.reproductions import learned_optimizer
@@ -212,8 +216,13 @@ def test_evaluation_runs_each_curve_once_per_problems_and_weights(monkeypatch: p
     model.predict(other.batch(other.draw(4, torch.Generator().manual_seed(0))))
     assert len(runs) == 2
     with torch.no_grad():
-        model.rule.head.bias.add_(1.0)  # what an optimiser step or a restored checkpoint does to the weights
-    assert not torch.equal(model.predict(test), first) and len(runs) == 3
+        model.rule.head.bias.add_(1.0)  # what an optimiser step does to the weights...
+    model.weights_changed()  # ...and what the runner says after it
+    moved = model.predict(test)
+    assert not torch.equal(moved, first) and len(runs) == 3
+    model.load_state_dict(model.state_dict())  # loading weights (a checkpoint, early stopping) says so itself
+    torch.testing.assert_close(model.predict(test), moved)
+    assert len(runs) == 4
 
 
 def test_a_batch_without_a_tuning_part_is_refused() -> None:

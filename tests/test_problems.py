@@ -2,7 +2,8 @@
 
 Sources: seeded and frozen problems are reproducible, digested, independent of how they are batched,
 and the test part tunes on the validation part. Runner: a run with several optimiser steps per batch
-that stops or is interrupted mid-batch resumes to the uninterrupted run's numbers. Claim: a smoke run
+tells the reproduction where each batch starts and when its weights move, and one that stops or is
+interrupted mid-batch resumes to the uninterrupted run's numbers. Claim: a smoke run
 of the learned optimizer stores every tuned baseline's scores, the paired comparisons and the figures.
 """
 
@@ -128,6 +129,25 @@ def test_steps_per_batch_stop_and_resume_give_the_uninterrupted_numbers(tmp_path
     assert _trace(resumed["curve"]) == pytest.approx(_trace(straight["curve"]))
     for name in BASELINES:
         assert resumed["competitors"][name]["scores"] == straight["competitors"][name]["scores"]
+
+
+def test_the_runner_says_where_each_batch_starts_and_when_the_weights_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The explicit contract that replaced guessing (a batch's identity, torch's private ``_version``)."""
+    events: list[object] = []
+    for name in ("start_batch", "meta_loss", "weights_changed"):
+        real = getattr(LearnedOptimizer, name)
+
+        def recording(self, *args, _real=real, _name=name):  # type: ignore[no-untyped-def]
+            events.append((_name, *args[1:]))  # the number of steps start_batch is told; never the batch
+            return _real(self, *args)
+
+        monkeypatch.setattr(LearnedOptimizer, name, recording)
+    metabench.run_benchmark(**SMOKE, output=tmp_path)
+    one_batch = [("start_batch", 2), ("meta_loss",), ("weights_changed",), ("meta_loss",), ("weights_changed",)]
+    assert events[: 30 * len(one_batch)] == one_batch * 30, "60 steps: 30 batches of 2 segments"
+    assert ("start_batch", 2) not in events[30 * len(one_batch) :]
 
 
 def test_train_episodes_override_must_end_on_a_batch_boundary(tmp_path: Path) -> None:
