@@ -149,7 +149,7 @@ def _steps(trainer: training.Trainer, count: int, device: torch.device) -> Clock
     with _Clock(device) as clock:
         for _ in range(count):
             if batch is None or trainer.state.step % per_batch == 0:
-                batch = trainer.sampler.sample(trainer.profile.meta_batch)
+                batch = trainer.next_batch()
             trainer.step(batch)
     return clock.took
 

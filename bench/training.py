@@ -223,6 +223,12 @@ class Trainer:
             "best_model": self.best.weights,
         }
 
+    def next_batch(self) -> Any:
+        """A freshly sampled batch, announced to the reproduction with the steps it will take on it."""
+        batch = self.sampler.sample(self.profile.meta_batch)
+        self.model.start_batch(batch, self.profile.steps_per_batch)
+        return batch
+
     def step(self, batch: Any) -> None:
         """One optimiser step on ``batch``; a non-finite loss stops the run (the last checkpoint is kept)."""
         out = self.model.meta_loss(batch)
@@ -325,8 +331,7 @@ def train(trainer: Trainer, stop_after: int | None, progress: bool) -> TrainStat
             if state.step % per_batch == 0:
                 clock()
                 ckpt.at_boundary(trainer.payload, state.step, total)
-                batch = trainer.sampler.sample(profile.meta_batch)
-                trainer.model.start_batch(batch, per_batch)
+                batch = trainer.next_batch()
             trainer.step(batch)
             elapsed = state.seconds + time.perf_counter() - started
             bar.update(task, completed=state.step, status=trainer.status(elapsed))
