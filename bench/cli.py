@@ -265,6 +265,8 @@ def show(
         )
         if bench.variant:
             out.print(f"variant: {bench.variant} (metabench run {spec.key} --variant {bench.variant})")
+        if bench.paper_estimate:
+            out.print(f"paper profile: about {bench.paper_estimate.hours:g} h ({bench.paper_estimate.measured})")
         if bench.components:
             first = bench.first_reported
             where = f" ({first.table}, {first.row}; confidence {first.confidence})" if first else ""

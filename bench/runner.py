@@ -97,6 +97,9 @@ def announce(plan: Plan, request: RunRequest, console: Console) -> None:
         f"({budget_of(plan.bench, plan.profile).label()} of the paper's training), seed {request.seed}, "
         f"device {plan.device}"
     )
+    estimate = plan.bench.paper_estimate
+    if plan.profile.name == "paper" and estimate is not None:
+        console.print(f"Expect about {estimate.hours:g} h on a machine like the one in the spec ({estimate.measured})")
     if len(plan.targets) > 1:
         others = ", ".join(t.bench.id for t in plan.targets[1:])
         console.print(

@@ -162,6 +162,16 @@ class Profile:
 
 
 @dataclass(frozen=True)
+class PaperEstimate:
+    """How long the benchmark's ``paper`` profile took to run on a named machine, from ``metabench
+    estimate`` (timed steps extrapolated): a guide to what a run costs before it is started."""
+
+    hours: float
+    #: the machine, thread count, commit and date the estimate was measured with
+    measured: str
+
+
+@dataclass(frozen=True)
 class Benchmark:
     """One reported number and the protocol that produced it."""
 
@@ -187,6 +197,7 @@ class Benchmark:
     components: tuple[Component, ...] = ()
     claim: Claim | None = None
     also: tuple[str, ...] = ()
+    paper_estimate: PaperEstimate | None = None
 
     @property
     def chance(self) -> float:

@@ -24,6 +24,7 @@ from metabench.spec import (
     Confidence,
     Direction,
     LrSchedule,
+    PaperEstimate,
     PlusMinusKind,
     Profile,
     Reported,
@@ -162,6 +163,14 @@ def _parse_floor(table: _Table, components: int) -> float | tuple[float, ...] | 
     if floor is not None and components:
         raise table._fail("floor", f"a vector benchmark states one floor per instance ({components} numbers)")
     return floor
+
+
+def _parse_estimate(table: _Table) -> PaperEstimate:
+    estimate = PaperEstimate(hours=table.get("hours", float), measured=table.get("measured", str))
+    table.reject_unread()
+    if estimate.hours <= 0:
+        raise table._fail("hours", f"must be positive, found {estimate.hours}")
+    return estimate
 
 
 def _parse_claim(table: _Table) -> Claim:
@@ -358,6 +367,7 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         components=components,
         claim=claim,
         also=tuple(table.get("also", list, [])),
+        paper_estimate=_parse_estimate(table.sub("paper_estimate")) if "paper_estimate" in table.data else None,
     )
     table.reject_unread()
     _check_benchmark(table, bench, instances)

@@ -77,6 +77,9 @@ def mutate(path: list[Any], value: Any = None, delete: bool = False) -> dict[str
         (mutate(["profiles", "paper", "optimizer"], "lbfgs"), "paper.optimizer: 'lbfgs' is not one of"),
         (mutate(["benchmarks"], []), "protonet.toml.benchmarks: empty"),
         (mutate(["key"], "protonets"), "differs from the file name"),
+        (mutate(["benchmarks", 0, "paper_estimate"], {"hours": 0, "measured": "x"}), "paper_estimate.hours: must be"),
+        (mutate(["benchmarks", 0, "paper_estimate"], {"hours": 2.0}), "paper_estimate.measured: missing"),
+        (mutate(["benchmarks", 0, "paper_estimate"], {"hours": 2, "measured": "x", "on": 1}), "estimate.on: unknown"),
     ],
 )
 def test_malformed_spec_names_file_and_key(data: dict[str, Any], fragment: str) -> None:
@@ -84,6 +87,14 @@ def test_malformed_spec_names_file_and_key(data: dict[str, Any], fragment: str) 
         parse(data)
     assert fragment in str(caught.value)
     assert str(caught.value).startswith("protonet.toml")
+
+
+def test_a_paper_estimate_is_read_with_what_it_was_measured_on() -> None:
+    data = mutate(["benchmarks", 0, "paper_estimate"], {"hours": 2, "measured": "10 steps, 2-core CPU"})
+    spec = parse_spec(data, Path("protonet.toml"))
+    estimate = spec.benchmarks[0].paper_estimate
+    assert estimate is not None and (estimate.hours, estimate.measured) == (2.0, "10 steps, 2-core CPU")
+    assert spec.benchmarks[1].paper_estimate is None
 
 
 def test_quick_profile_needs_a_floor_or_a_note_saying_why_none_was_measured() -> None:
