@@ -10,12 +10,12 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from metabench import results
 from metabench.episodes import ClassBank, EpisodeShape, freeze
 from metabench.errors import MetabenchError
 from metabench.evaluate import evaluate
 from metabench.registry_loader import get_spec, implementation
 from metabench.reproduction import Reproduction, TaskInfo
+from metabench.result_schema import Result
 from metabench.spec import Spec
 from metabench.stats import Interval, mean_interval
 
@@ -66,15 +66,15 @@ def load_results(*paths: str | Path) -> pd.DataFrame:
 
 def load_model(result_path: str | Path, device: str = "cpu") -> Reproduction:
     """The trained model a run saved beside its result JSON, in evaluation mode."""
-    result = results.read(Path(result_path))
-    weights = Path(result_path).with_name(result.get("weights") or "no-weights-recorded")
+    result = Result.read(Path(result_path))
+    weights = Path(result_path).with_name(result.weights or "no-weights-recorded")
     if not weights.is_file():
         raise MetabenchError(
             f"{result_path}: the run's weights ({weights.name}) are not beside it",
             "weights stay on the machine that ran it; re-run the recorded command",
         )
     saved = torch.load(weights, map_location=device, weights_only=True)
-    cls = implementation(get_spec(result["paper"]))
+    cls = implementation(get_spec(result.paper))
     model = cls.build(saved["model"], TaskInfo(**saved["task"]))
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval()

@@ -350,13 +350,14 @@ def run(
         images=images,
     )
     from metabench.printout import print_outcome
+    from metabench.result_schema import Result
 
     tracking = open_tracking(tracker, request)
     outcomes = run_all(request, console=err)
     if tracking is not None:
         tracking.finish(*outcomes[0])
     for result, path in outcomes:
-        print_outcome(result, path, out)
+        print_outcome(Result.from_json(result, str(path)), path, out)
 
 
 def _emit(text: str, output: Path | None) -> None:

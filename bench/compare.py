@@ -47,6 +47,8 @@ from metabench.compare_table import selectable_columns as selectable_columns
 from metabench.compare_table import table_cells as table_cells
 from metabench.compare_table import verdict_style as verdict_style
 from metabench.compare_table import wrap_name as wrap_name
+from metabench.kinds import kind_of, kind_of_result
+from metabench.result_schema import Result
 
 COLUMNS = [
     "paper",
@@ -92,8 +94,7 @@ def load_frame(paths: list[Path], paper: str | None = None, profile: str | None 
     """One row per result file under ``paths``, optionally filtered by paper and profile."""
     rows = []
     for path in results.find(paths):
-        data = results.read(path)
-        rows.extend(_rows(data, path))
+        rows.extend(_rows(Result.read(path), path))
 
     frame = _with_current_targets(pd.DataFrame(rows, columns=COLUMNS))
     if paper is not None:
@@ -103,81 +104,34 @@ def load_frame(paths: list[Path], paper: str | None = None, profile: str | None 
     return frame.sort_values(["paper", "benchmark", "profile", "created"], kind="stable").reset_index(drop=True)
 
 
-def _rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
-    """The frame rows of one result: itself, or one per component of a vector result, plus one per
-    competitor of a claim."""
-    parts = data.get("components") or [None]
-    integrity = "; ".join(verify.problems(data))
-    rows = []
-    for part in parts:
-        whole = part or data
-        reported = whole["reported"] or {}
-        rows.append(
-            {
-                "paper": data["paper"],
-                "benchmark": data["benchmark"],
-                "component": part["name"] if part else "",
-                "role": "component" if part else "",
-                "profile": data["profile"],
-                "seed": data["seed"],
-                "reported": reported.get("value", math.nan),
-                "reported_pm": reported.get("plus_minus", math.nan),
-                "pm_kind": reported.get("plus_minus_kind", ""),
-                "reported_decimals": reported.get("decimals"),
-                "mean": whole["summary"]["mean"],
-                "ci95": whole["summary"]["ci95"],
-                "difference": whole["verdict"]["difference"],
-                "band": whole["verdict"]["band"],
-                "verdict": whole["verdict"]["verdict"],
-                "floor": part["floor"] if part else data["targets"]["floor"],
-                "chance": data["targets"]["chance"],
-                "min_above_chance": data["targets"]["min_above_chance"],
-                "direction": data["protocol"]["direction"],
-                "episodes": data["test_episodes"]["count"],
-                "digest": data["test_episodes"]["digest"],
-                "device": data["environment"]["device"],
-                "train_seconds": data["timing"]["train_seconds"],
-                "commit": data["git"]["commit"][:10],
-                "created": data["created"],
-                "path": str(path),
-                # Figures the run drew (the sinusoid fits), by their path beside the result.
-                "figures": ";".join(str(path.with_name(name)) for name in data.get("figures", [])),
-                "also": "" if part else _also_cell(data.get("also", {})),
-                "claim": data["claim"]["statement"] if "claim" in data else "",
-                "claim_expect": data["claim"].get("expect", "holds") if "claim" in data else "",
-                "metric": data["protocol"]["metric"],
-                "dirty": data["git"]["dirty"] is True,
-                "patch": provenance.patch_note(data["git"], path),
-                "integrity": integrity,
-                "budget": _budget_share(data),
-                "experiment": overrides.label((data.get("overrides") or {}).get("set") or {}),
-            }
-        )
-    if "claim" in data:
-        method = rows[0]
-        for name, comparison in data["claim"]["comparisons"].items():
-            summary = data["competitors"][name]["summary"]
-            rows.append(
-                {
-                    **method,
-                    "component": name,
-                    "role": "competitor",
-                    "mean": summary["mean"],
-                    "ci95": summary["ci95"],
-                    "difference": comparison["mean_difference"],
-                    "band": comparison["ci95"],
-                    "verdict": comparison["verdict"],
-                    "floor": math.nan,
-                    "figures": "",
-                    "also": "",
-                }
-            )
-    return rows
-
-
-def _also_cell(also: dict[str, Any]) -> str:
-    """``mse 0.1234 ± 0.0056``: each metric reported beside the benchmark's, with its 95% interval."""
-    return "; ".join(f"{name} {p['summary']['mean']:.4f} ± {p['summary']['ci95']:.4f}" for name, p in also.items())
+def _rows(result: Result, path: Path) -> list[dict[str, Any]]:
+    """The frame rows of one result: the columns every kind fills alike, and those its kind's strategy
+    fills (:meth:`metabench.kinds.Kind.rows`: itself, one per component, one per competitor)."""
+    common = {
+        "paper": result.paper,
+        "benchmark": result.benchmark,
+        "profile": result.profile,
+        "seed": result.seed,
+        "chance": result.targets["chance"],
+        "min_above_chance": result.targets["min_above_chance"],
+        "direction": result.protocol["direction"],
+        "episodes": result.test_episodes["count"],
+        "digest": result.test_episodes["digest"],
+        "device": result.environment["device"],
+        "train_seconds": result.timing["train_seconds"],
+        "commit": result.git["commit"][:10],
+        "created": result.created,
+        "path": str(path),
+        # Figures the run drew (the sinusoid fits), by their path beside the result.
+        "figures": ";".join(str(path.with_name(name)) for name in result.figures),
+        "metric": result.protocol["metric"],
+        "dirty": result.git["dirty"] is True,
+        "patch": provenance.patch_note(result.git, path),
+        "integrity": "; ".join(verify.problems(result)),
+        "budget": _budget_share(result),
+        "experiment": overrides.label(result.settings),
+    }
+    return kind_of_result(result).rows(result, common)
 
 
 def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
@@ -185,63 +139,38 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
 
     The spec is the source of truth for targets: a corrected reported value or a re-measured floor
     applies to old results too. A result keeps what it was judged against at run time in its file;
-    results of papers or benchmarks no longer in the registry keep their stored targets.
+    results of papers or benchmarks no longer in the registry keep their stored targets. How a row is
+    judged again is its benchmark's kind's (:meth:`metabench.kinds.Kind.current_targets`).
     """
     from metabench.errors import UnknownNameError
     from metabench.registry_loader import get_spec
-    from metabench.stats import Interval, judge
 
     for index, row in frame.iterrows():
         try:
             bench = get_spec(row["paper"]).benchmark(row["benchmark"])
         except UnknownNameError:
             continue
-        profile = bench.profiles.get(row["profile"])
         if row.get("role", "") == "competitor":
             continue  # judged against the method from per-episode scores at run time
-        if bench.claim is not None:
-            # A claim's verdict needs the per-episode scores, judged at run time; only the floor moves.
-            if profile is not None:
-                frame.loc[index, ["floor", "min_above_chance"]] = [profile.floor, profile.min_above_chance]
-            frame.loc[index, "chance"] = bench.chance
-            continue
-        measured = Interval(row["mean"], row["ci95"], int(row["episodes"]), math.nan)
-        reported = bench.reported
-        if row["component"]:
-            component = bench.component(row["component"])
-            if component is None:
-                continue
-            reported = component.reported
-        judgement = judge(reported, measured)
-        frame.loc[index, ["reported", "reported_pm", "pm_kind", "reported_decimals"]] = (
-            [reported.value, reported.plus_minus, reported.plus_minus_kind, reported.decimals]
-            if reported
-            else [math.nan, math.nan, "", None]
-        )
-        frame.loc[index, ["difference", "band", "verdict"]] = [judgement.difference, judgement.band, judgement.verdict]
-        frame.loc[index, "chance"] = bench.chance
-        if profile is not None:
-            frame.loc[index, ["floor", "min_above_chance"]] = [
-                bench.floor_of(profile, row["component"]),
-                profile.min_above_chance,
-            ]
+        for columns, values in kind_of(bench).current_targets(bench.profiles.get(row["profile"]), row):
+            frame.loc[index, columns] = values
     return frame
 
 
-def _budget_share(data: dict[str, Any]) -> float:
+def _budget_share(result: Result) -> float:
     """The result's budget share: recorded since schema 4, else computed from its stored hyperparameters
-    (from the data already read: the file is not read again)."""
+    (from the result already read: the file is not read again)."""
     from metabench.budget import BUDGET_FIELDS, budget_of
     from metabench.errors import UnknownNameError
     from metabench.registry_loader import get_spec
 
-    if data.get("budget"):
-        return float(data["budget"].get("share", math.nan))
-    stored = data["hyperparameters"]
+    if result.budget:
+        return float(result.budget.get("share", math.nan))
+    stored = result.hyperparameters
     counts = [stored.get(key) for key in BUDGET_FIELDS]
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
         return math.nan  # a result too old or too damaged to say; its row shows "—"
     try:
-        return budget_of(get_spec(data["paper"]).benchmark(data["benchmark"]), stored).share
+        return budget_of(get_spec(result.paper).benchmark(result.benchmark), stored).share
     except (UnknownNameError, KeyError, ValueError, ZeroDivisionError):
         return math.nan

@@ -94,11 +94,66 @@ class Result:
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = "result") -> Result:
         """A validated result (:func:`metabench.results.validate`) as a typed object."""
-        results.validate(data, source)
+        return cls._of_valid(results.validate(data, source))
+
+    @classmethod
+    def read(cls, path: Path) -> Result:
+        """The result file at ``path``, read and validated as :func:`metabench.results.read` does."""
+        return cls._of_valid(results.read(path))
+
+    @classmethod
+    def _of_valid(cls, data: dict[str, Any]) -> Result:
         typed = {f.name for f in fields(cls)} - {"extra", "order"}
         known = {key: value for key, value in data.items() if key in typed}
         extra = {key: value for key, value in data.items() if key not in typed}
         return cls(**known, extra=extra, order=tuple(data))
+
+    # The optional keys, by the schema version that added them (absent in older files).
+
+    @property
+    def components(self) -> list[dict[str, Any]] | None:
+        """A vector benchmark's components (schema 2): each one's scores, summary, reported, verdict, floor."""
+        return self.extra.get("components")
+
+    @property
+    def claim(self) -> dict[str, Any] | None:
+        """A claim benchmark's statement, paired comparisons and verdict (schema 3)."""
+        return self.extra.get("claim")
+
+    @property
+    def competitors(self) -> dict[str, Any]:
+        """A claim's competitors, each with its per-episode scores and summary (schema 3)."""
+        return self.extra.get("competitors") or {}
+
+    @property
+    def also(self) -> dict[str, Any]:
+        """Metrics reported beside the benchmark's own, each with its scores and summary (schema 3)."""
+        return self.extra.get("also") or {}
+
+    @property
+    def figures(self) -> list[str]:
+        """File names of the figures the run drew, beside the result."""
+        return self.extra.get("figures") or []
+
+    @property
+    def budget(self) -> dict[str, Any] | None:
+        """Training examples against the paper profile's (schema 4)."""
+        return self.extra.get("budget")
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The ``--set`` changes of an experiment (``overrides.set``, schema 4); empty for a profile's run."""
+        return (self.extra.get("overrides") or {}).get("set") or {}
+
+    @property
+    def weights(self) -> str | None:
+        """The file name of the trained model's weights, beside the result."""
+        return self.extra.get("weights")
+
+    @property
+    def user_images(self) -> dict[str, Any] | None:
+        """The user's image folder a run was scored on (``--images``), in place of a paper's dataset."""
+        return self.extra.get("user_images")
 
     def to_json(self) -> dict[str, Any]:
         """The result as the JSON object it was read from (in the same key order)."""

@@ -1,9 +1,10 @@
 """Recompute a result's summaries and verdicts from its per-episode scores.
 
 A result file is data someone can edit. ``check`` trusts no stored summary: every mean, interval,
-verdict and paired comparison is recomputed here from the stored per-episode scores (the method's,
-each component's, each competitor's and each metric reported beside), and a result whose stored
-numbers disagree fails.
+verdict and paired comparison is recomputed from the stored per-episode scores (the method's, each
+component's, each competitor's and each metric reported beside), and a result whose stored numbers
+disagree fails. This module holds the recomputations; which of them a result needs is its kind's
+(:meth:`metabench.kinds.Kind.problems`).
 
 How close is "agrees": the runner summarises the unrounded scores and stores each one rounded to
 ``STORED_DECIMALS`` decimals, so each stored score is off by at most ``ROUNDING`` (half a unit of the
@@ -18,10 +19,11 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
+from metabench.result_schema import Result
 from metabench.spec import Reported
-from metabench.stats import Z95, Interval, Judgement, judge, mean_interval, paired, worst
+from metabench.stats import Z95, Interval, Judgement, judge, mean_interval, paired
 
 #: the runner stores per-episode scores rounded to this many decimals
 STORED_DECIMALS = 4
@@ -114,38 +116,33 @@ def _comparison_verdict(mean_difference: float, p_value: float, direction: str) 
     return "holds" if (mean_difference > 0) == (direction == "higher") else "fails"
 
 
-def _claim_problems(data: dict[str, Any]) -> list[str]:
-    claim, direction = data["claim"], data["protocol"]["direction"]
+def comparison_problems(
+    method: Sequence[float], competitor: Sequence[float], stored: dict[str, Any], name: str, direction: str
+) -> list[str]:
+    """Whether a claim's stored paired comparison with competitor ``name`` is what the method's and the
+    competitor's stored scores give: the difference, its interval and count, the p-value and the verdict."""
     problems: list[str] = []
-    for name in claim["against"]:
-        competitor = data["competitors"][name]
-        problems += summary_problems(competitor["scores"], competitor["summary"], f"competitors.{name}.summary")
-        stored = claim["comparisons"][name]
-        where = f"claim.comparisons.{name}"
-        truth = paired(data["scores"], competitor["scores"])
-        n = truth.n
-        slack = _float_slack([*data["scores"], *competitor["scores"]], n)
-        std_tolerance = 2 * ROUNDING * math.sqrt(n / (n - 1)) + slack if n > 1 else slack
-        for key, value, tolerance in (
-            ("mean_difference", truth.mean_difference, 2 * ROUNDING + slack),
-            ("ci95", truth.half_width, Z95 * std_tolerance / math.sqrt(max(n, 1)) + slack),
-        ):
-            if not _close(float(stored[key]), value, tolerance):
-                problems.append(f"{where}.{key} is {stored[key]!r}, but the stored scores give {value:.6g}")
-        if stored["n"] != n:
-            problems.append(f"{where}.n is {stored['n']!r}, but {n} paired scores are stored")
-        expected_p = _p_value(float(stored["mean_difference"]), float(stored["ci95"]))
-        if not _close(float(stored["p_value"]), expected_p, 1e3 * EPS * max(1.0, expected_p) + 1e-300):
-            problems.append(
-                f"{where}.p_value is {stored['p_value']!r}, but its difference and interval give {expected_p:.6g}"
-            )
-        verdict = _comparison_verdict(float(stored["mean_difference"]), float(stored["p_value"]), direction)
-        if stored["verdict"] != verdict:
-            problems.append(f"{where}.verdict is {stored['verdict']!r}, but its p-value and sign give {verdict!r}")
-    verdicts = {claim["comparisons"][name]["verdict"] for name in claim["against"]}
-    overall = "fails" if "fails" in verdicts else "inconclusive" if "inconclusive" in verdicts else "holds"
-    if claim["verdict"] != overall:
-        problems.append(f"claim.verdict is {claim['verdict']!r}, but its comparisons give {overall!r}")
+    where = f"claim.comparisons.{name}"
+    truth = paired(method, competitor)
+    n = truth.n
+    slack = _float_slack([*method, *competitor], n)
+    std_tolerance = 2 * ROUNDING * math.sqrt(n / (n - 1)) + slack if n > 1 else slack
+    for key, value, tolerance in (
+        ("mean_difference", truth.mean_difference, 2 * ROUNDING + slack),
+        ("ci95", truth.half_width, Z95 * std_tolerance / math.sqrt(max(n, 1)) + slack),
+    ):
+        if not _close(float(stored[key]), value, tolerance):
+            problems.append(f"{where}.{key} is {stored[key]!r}, but the stored scores give {value:.6g}")
+    if stored["n"] != n:
+        problems.append(f"{where}.n is {stored['n']!r}, but {n} paired scores are stored")
+    expected_p = _p_value(float(stored["mean_difference"]), float(stored["ci95"]))
+    if not _close(float(stored["p_value"]), expected_p, 1e3 * EPS * max(1.0, expected_p) + 1e-300):
+        problems.append(
+            f"{where}.p_value is {stored['p_value']!r}, but its difference and interval give {expected_p:.6g}"
+        )
+    verdict = _comparison_verdict(float(stored["mean_difference"]), float(stored["p_value"]), direction)
+    if stored["verdict"] != verdict:
+        problems.append(f"{where}.verdict is {stored['verdict']!r}, but its p-value and sign give {verdict!r}")
     return problems
 
 
@@ -157,29 +154,17 @@ def _p_value(mean_difference: float, ci95: float) -> float:
     return math.erfc(z / math.sqrt(2.0))
 
 
-def problems(data: dict[str, Any]) -> list[str]:
-    """Every way a validated result's stored summaries or verdicts disagree with its scores, or show
-    a model that was never trained; empty for an honest result."""
+def problems(result: Result) -> list[str]:
+    """Every way a result's stored summaries or verdicts disagree with its scores, or show a model that
+    was never trained; empty for an honest result. What every result has is checked here, the verdicts
+    of its kind by its strategy (:meth:`metabench.kinds.Kind.problems`)."""
+    from metabench.kinds import kind_of_result  # the strategies check with this module's helpers
+
     found: list[str] = []
-    if data["timing"]["train_steps"] <= 0:
-        found.append(f"timing.train_steps is {data['timing']['train_steps']}: the model was never trained")
-    found += summary_problems(data["scores"], data["summary"], "summary")
-    direction: Literal["higher", "lower"] = data["protocol"]["direction"]
-    components = data.get("components")
-    if components:
-        judgements = []
-        for index, part in enumerate(components):
-            where = f"components[{index}]"
-            found += summary_problems(part["scores"], part["summary"], f"{where}.summary")
-            found += verdict_problems(part, f"{where}.")
-            judgements.append(judged(part))
-        whole = worst(judgements, direction).verdict
-        if data["verdict"]["verdict"] != whole:
-            found.append(f"verdict is {data['verdict']['verdict']!r}, but its components give {whole!r}")
-    elif "claim" in data:
-        found += _claim_problems(data)
-    else:
-        found += verdict_problems(data, "")
-    for name, part in (data.get("also") or {}).items():
+    if result.timing["train_steps"] <= 0:
+        found.append(f"timing.train_steps is {result.timing['train_steps']}: the model was never trained")
+    found += summary_problems(result.scores, result.summary, "summary")
+    found += kind_of_result(result).problems(result)
+    for name, part in result.also.items():
         found += summary_problems(part["scores"], part["summary"], f"also.{name}.summary")
     return found

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from metabench import compare, results, verify
 from metabench.cli import app
 from metabench.errors import MetabenchError
+from metabench.result_schema import Result
 from metabench.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,8 +89,7 @@ def _read_and_check(document: dict, tmp_path: Path) -> None:
     target = tmp_path / "r.json"
     target.write_text(json.dumps(document))
     try:
-        data = results.read(target)
-        verify.problems(data)
+        verify.problems(Result.read(target))
         compare.check(compare.load_frame([target]))
     except MetabenchError:
         pass

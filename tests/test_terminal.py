@@ -14,8 +14,9 @@ from rich.cells import cell_len
 from rich.console import Console
 from typer.testing import CliRunner
 
-from metabench import cli, compare, printout, results
+from metabench import cli, compare, printout
 from metabench.cli import app
+from metabench.result_schema import Result
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "results"
@@ -115,7 +116,7 @@ def test_run_prints_the_result_path_whole_on_its_own_line(monkeypatch: pytest.Mo
     source = sorted((COMMITTED / "protonet").glob("omniglot-5w1s__*.json"))[0]
     deep = tmp_path / ("a-very-long-folder-name-" * 4) / "protonet" / source.name
     buffer = _terminal(monkeypatch, 60)
-    printout.print_outcome(results.read(source), deep, cli.out)
+    printout.print_outcome(Result.read(source), deep, cli.out)
     lines = buffer.getvalue().splitlines()
     assert lines[-2] == "result:" and lines[-1] == str(deep)
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from metabench import compare, floors, provenance, results, verify
+from metabench import compare, floors, provenance, verify
 from metabench.cli import app
 from metabench.data import archives, omniglot
 from metabench.errors import DataError, MetabenchError
+from metabench.result_schema import Result
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -32,7 +33,7 @@ def _write(tmp_path: Path, data: dict, name: str = "r.json") -> Path:
 
 @pytest.mark.parametrize("source", [SCALAR, VECTOR, CLAIM])
 def test_committed_results_recompute_to_their_stored_summaries(source: Path) -> None:
-    assert verify.problems(results.read(source)) == []
+    assert verify.problems(Result.read(source)) == []
 
 
 @pytest.mark.parametrize(
@@ -53,7 +54,7 @@ def test_a_forged_number_fails_check(tmp_path: Path, source: Path, forge, named:
     data = json.loads(source.read_text())
     forge(data)
     path = _write(tmp_path, data)
-    assert any(named in p for p in verify.problems(results.read(path)))
+    assert any(named in p for p in verify.problems(Result.read(path)))
     result = runner.invoke(app, ["check", str(path)])
     assert result.exit_code == 1 and named in result.output
 
