@@ -32,6 +32,13 @@ def compare(
     plot: Annotated[
         Path | None, typer.Option(help="Also write a PNG of validation accuracy against training time.")
     ] = None,
+    ladder: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write a PNG of each benchmark's result against its training budget (runs at two or "
+            "more budgets), with the paper's band."
+        ),
+    ] = None,
     by_seed: Annotated[
         bool | None,
         typer.Option(
@@ -59,6 +66,7 @@ def compare(
 
     options.writable_file("--output", output)
     options.writable_file("--plot", plot)
+    options.writable_file("--ladder", ladder)
     if paired is not None:
         text = comparing.paired_report(*paired)
         cli._emit(text, output)
@@ -71,6 +79,10 @@ def compare(
             raise MetabenchError("--columns names no column", "e.g. --columns paper,benchmark,verdict")
     if plot is not None:
         cli.err.print(f"wrote {comparing.plot_curves(frame, plot)}")
+    if ladder is not None:
+        from metabench.ladder import plot_ladder
+
+        cli.err.print(f"wrote {plot_ladder(frame, ladder)}")
     if aggregate.wanted(frame, by_seed):
         _emit_aggregate(frame, format, output, seed_means)
         return
