@@ -129,7 +129,7 @@ class Profile:
     train_queries: int
     meta_batch: int
     train_episodes: int
-    optimizer: Literal["adam", "sgd"]
+    optimizer: Literal["adam", "sgd", "rmsprop"]
     lr: float
     lr_decay_every: int
     lr_decay_factor: float
@@ -148,6 +148,9 @@ class Profile:
     steps_per_batch: int = 1
     #: rescale the meta-gradient to at most this norm before each step (Ravi & Larochelle clip at 0.25)
     clip_grad_norm: float | None = None
+    #: momentum of the ``sgd`` and ``rmsprop`` optimisers (Santoro et al.'s re-implementations use RMSprop
+    #: with momentum 0.9); Adam has its own betas
+    momentum: float = 0.0
     #: keep the weights of the best validation point and restore them before testing (needs val_part)
     early_stopping: bool = False
     #: smoke only: the part on which the contract suite checks that learning happened, when it is not the

@@ -213,7 +213,7 @@ def _parse_profile(
         train_queries=table.positive("train_queries"),
         meta_batch=table.positive("meta_batch"),
         train_episodes=table.positive("train_episodes"),
-        optimizer=table.choice("optimizer", ("adam", "sgd")),
+        optimizer=table.choice("optimizer", ("adam", "sgd", "rmsprop")),
         lr=table.get("lr", float),
         lr_decay_every=table.get("lr_decay_every", int, 0),
         lr_decay_factor=table.get("lr_decay_factor", float, 1.0),
@@ -228,6 +228,7 @@ def _parse_profile(
         lr_schedule=table.choice("lr_schedule", get_args(LrSchedule), "step"),
         steps_per_batch=table.positive("steps_per_batch", 1),
         clip_grad_norm=table.get("clip_grad_norm", float, None),
+        momentum=table.get("momentum", float, 0.0),
         early_stopping=table.get("early_stopping", bool, False),
         learning_part=table.get("learning_part", str, None),
         model=dict(model),
@@ -237,6 +238,8 @@ def _parse_profile(
         raise table._fail("learning_part", "only a smoke profile names the part its learning check runs on")
     if profile.early_stopping and not profile.val_part:
         raise table._fail("early_stopping", "needs a val_part to choose the best model on")
+    if not 0 <= profile.momentum < 1 or (profile.momentum and profile.optimizer == "adam"):
+        raise table._fail("momentum", f"{profile.momentum} needs 0 <= momentum < 1 and the sgd or rmsprop optimizer")
     if profile.clip_grad_norm is not None and profile.clip_grad_norm <= 0:
         raise table._fail("clip_grad_norm", f"must be positive, found {profile.clip_grad_norm}")
     for key in ("train_episodes", "checkpoint_every"):

@@ -67,8 +67,10 @@ def make_optimizer(model: Reproduction, profile: Profile) -> tuple[torch.optim.O
     optimizer: torch.optim.Optimizer
     if profile.optimizer == "adam":
         optimizer = torch.optim.Adam(params, lr=profile.lr)
+    elif profile.optimizer == "rmsprop":
+        optimizer = torch.optim.RMSprop(params, lr=profile.lr, momentum=profile.momentum)
     else:
-        optimizer = torch.optim.SGD(params, lr=profile.lr)
+        optimizer = torch.optim.SGD(params, lr=profile.lr, momentum=profile.momentum)
     if profile.lr_schedule == "linear":
         total = profile.train_episodes
         # Reptile's annealing: step i (0-based) uses lr * (1 - i / total), reaching 0 at the end.

@@ -78,6 +78,8 @@ def mutate(path: list[Any], value: Any = None, delete: bool = False) -> dict[str
         (mutate(["benchmarks"], []), "protonet.toml.benchmarks: empty"),
         (mutate(["key"], "protonets"), "differs from the file name"),
         (mutate(["benchmarks", 0, "paper_estimate"], {"hours": 0, "measured": "x"}), "paper_estimate.hours: must be"),
+        (mutate(["profiles", "paper", "momentum"], 0.9), "paper.momentum: 0.9 needs 0 <= momentum < 1 and the sgd"),
+        (mutate(["profiles", "quick", "momentum"], 1.0), "quick.momentum: 1.0 needs"),
         (mutate(["benchmarks", 0, "paper_estimate"], {"hours": 2.0}), "paper_estimate.measured: missing"),
         (mutate(["benchmarks", 0, "paper_estimate"], {"hours": 2, "measured": "x", "on": 1}), "estimate.on: unknown"),
     ],
@@ -87,6 +89,22 @@ def test_malformed_spec_names_file_and_key(data: dict[str, Any], fragment: str) 
         parse(data)
     assert fragment in str(caught.value)
     assert str(caught.value).startswith("protonet.toml")
+
+
+@pytest.mark.parametrize(("name", "kind"), [("adam", "Adam"), ("sgd", "SGD"), ("rmsprop", "RMSprop")])
+def test_the_profiles_optimiser_is_built_with_its_momentum(name: str, kind: str) -> None:
+    import dataclasses
+
+    import torch
+
+    from metabench.training import make_optimizer
+
+    profile = get_spec("protonet").benchmark("omniglot-5w1s").profile("smoke")
+    profile = dataclasses.replace(profile, optimizer=name, momentum=0.0 if name == "adam" else 0.9)
+    optimizer, _ = make_optimizer(torch.nn.Linear(2, 2), profile)  # type: ignore[arg-type]
+    assert type(optimizer).__name__ == kind
+    if name != "adam":
+        assert optimizer.param_groups[0]["momentum"] == 0.9
 
 
 def test_a_paper_estimate_is_read_with_what_it_was_measured_on() -> None:
