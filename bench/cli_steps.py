@@ -5,6 +5,7 @@ the CLI module loads)."""
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,15 @@ from metabench.cli import DataDir, ProfileName
 from metabench.errors import MetabenchError
 
 METHOD_HELP = "Method to time: protonet, maml or mann; repeatable (default: all three)."
+PAIRING_HELP = (
+    "lockstep: each setting in its own fresh process, one step of each in turn (before is glibc untouched); "
+    "in-process: one process switching the setting with mallopt before every step."
+)
+
+
+class Pairing(StrEnum):
+    lockstep = "lockstep"
+    in_process = "in-process"
 
 
 @cli.app.command("bench-steps")
@@ -25,6 +35,7 @@ def bench_steps(
     rounds: Annotated[int, typer.Option(help="Timed rounds; each times one step of before, then one of after.")] = 10,
     warmup: Annotated[int, typer.Option(help="Untimed rounds first (allocations, caches).")] = 2,
     matmul_seconds: Annotated[float, typer.Option(help="CPU seconds spent measuring the matmul rate.")] = 2.0,
+    pairing: Annotated[Pairing, typer.Option(help=PAIRING_HELP)] = Pairing.lockstep,
     data_dir: DataDir = None,
     json_output: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
 ) -> None:
@@ -43,16 +54,18 @@ def bench_steps(
         raise MetabenchError(f"--matmul-seconds {matmul_seconds} must be above 0")
     options.existing_folder("--data-dir", data_dir)
     options.writable_file("--json", json_output)
-    report = measure(methods, profile.value, rounds, warmup, data_dir, cli.err, seconds=matmul_seconds)
+    report = measure(
+        methods, profile.value, rounds, warmup, data_dir, cli.err, pairing=pairing.value, seconds=matmul_seconds
+    )
     cli.out.print(report_table(report))
     for name in dict.fromkeys(row["method"] for row in report["rows"]):
         after = next(r for r in report["rows"] if r["method"] == name and r["config"] == "after")
         cli.out.print(
             f"{name}: after runs at {after['speed_vs_before']:.2f}x before's speed "
-            f"(median over {rounds} paired rounds of before's CPU time over after's)",
+            f"(median over {rounds} rounds of before's CPU time over after's, paired {pairing.value})",
             highlight=False,
         )
-    peak = f"peak RSS of this process: {report['peak_rss_mib']:.0f} MiB (both settings together)"
-    cli.out.print(peak, highlight=False)
+    if pairing is Pairing.in_process:
+        cli.out.print("peak MiB: this one process's, common to both settings", highlight=False)
     if json_output is not None:
         json_output.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -34,26 +34,27 @@ def test_the_rows_follow_from_the_step_times() -> None:
 
 @pytest.mark.data
 @glibc
-def test_both_settings_run_on_the_runners_own_step(data_dir: Path) -> None:
-    report = measure(["protonet", "mann"], "smoke", rounds=2, warmup=1, data_dir=data_dir, console=Console(quiet=True))
+@pytest.mark.parametrize(("pairing", "methods"), [("lockstep", ["mann"]), ("in-process", ["protonet", "mann"])])
+def test_both_settings_run_on_the_runners_own_step(data_dir: Path, pairing: str, methods: list[str]) -> None:
+    quiet = Console(quiet=True)
+    report = measure(methods, "smoke", 2, 1, data_dir, quiet, pairing=pairing, seconds=0.1)
     assert [(r["method"], r["config"]) for r in report["rows"]] == [
-        ("protonet", "before"),
-        ("protonet", "after"),
-        ("mann", "before"),
-        ("mann", "after"),
+        (m, c) for m in methods for c in ("before", "after")
     ]
     for row in report["rows"]:
         assert row["steps"] == 2 and row["steps_per_second"] > 0 and row["gflop_per_step"] > 0
+        assert row["peak_rss_mib"] > 0
         assert row["gflops"] == pytest.approx(row["gflop_per_step"] / row["cpu_seconds_per_step"])
         assert row["fraction_of_matmul"] == pytest.approx(row["gflops"] / report["matmul_gflops"])
-    assert report["threads"] == 1 and report["matmul_gflops"] > 0
+    assert report["threads"] == 1 and report["matmul_gflops"] > 0 and report["pairing"] == pairing
 
 
 @pytest.mark.data
 @glibc
 def test_the_command_prints_the_table_and_writes_json(data_dir: Path, tmp_path: Path) -> None:
     target = tmp_path / "steps.json"
-    args = ["bench-steps", "--method", "maml", "--profile", "smoke", "--rounds", "1", "--warmup", "0"]
+    args = ["bench-steps", "--method", "maml", "--profile", "smoke", "--rounds", "1", "--warmup", "0", "--pairing"]
+    args.append("in-process")
     got = runner.invoke(app, [*args, "--matmul-seconds", "0.1", "--json", str(target)], terminal_width=200)
     assert got.exit_code == 0, got.output
     assert "x before" in got.output and "maml: after runs at" in got.output
