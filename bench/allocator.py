@@ -27,11 +27,14 @@ import sys
 
 #: mallopt parameter numbers from glibc's malloc.h
 M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 
 #: glibc's own default for M_MMAP_MAX (how many blocks it may map at once) and its trim threshold
 DEFAULT_MMAP_MAX = 65536
 DEFAULT_TRIM_THRESHOLD = 128 * 1024
+#: glibc's starting mmap threshold; it raises it by itself (up to 32 MiB) until any ``mallopt`` call fixes it
+DEFAULT_MMAP_THRESHOLD = 128 * 1024
 #: free memory at the heap's top kept for the next step instead of being returned to the kernel
 TRIM_THRESHOLD = 1024 * 1024 * 1024
 
@@ -56,6 +59,23 @@ def set_allocator(mmap_max: int, trim_threshold: int) -> bool:
     ok = libc.mallopt(M_MMAP_MAX, ctypes.c_int(mmap_max))
     ok &= libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(trim_threshold))
     return bool(ok)
+
+
+def glibc_defaults() -> bool:
+    """Put back glibc's starting settings (``M_MMAP_MAX`` 65536, mmap and trim thresholds 128 KiB), as
+    :mod:`metabench.step_speed` does to time the "before" of :func:`tune_for_training` in the same process.
+
+    Not exactly a fresh process's behaviour: glibc raises its mmap threshold by itself (to the size of
+    each mapped block freed, up to 32 MiB, and the trim threshold to twice that) only until a program
+    calls ``mallopt`` for any of these settings, which fixes them. These are the settings a fresh process
+    starts with and keeps for blocks above 32 MiB; a fresh process maps blocks between 128 KiB and the
+    largest such block freed so far less often than this does. False where the C library is not glibc.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    ok = set_allocator(DEFAULT_MMAP_MAX, DEFAULT_TRIM_THRESHOLD)
+    return bool(ok and libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(DEFAULT_MMAP_THRESHOLD)))
 
 
 def tune_for_training() -> bool:

@@ -408,7 +408,7 @@ app.add_typer(data_app, name="data")
 
 # The commands that read results (compare, check, report) and `metabench sweep` live in their own
 # modules, which use the helpers above and register on `app` when imported.
-from metabench import cli_estimate, cli_results, sweep_cli  # noqa: E402
+from metabench import cli_estimate, cli_results, cli_steps, sweep_cli  # noqa: E402
 
 app.add_typer(sweep_cli.app, name="sweep")
-__all__ = ["app", "cli_estimate", "cli_results"]
+__all__ = ["app", "cli_estimate", "cli_results", "cli_steps"]

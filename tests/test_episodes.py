@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metabench.episodes import ClassBank, EpisodeSampler, EpisodeShape, freeze, sample_index
+from metabench.episodes import ClassBank, EpisodeSampler, EpisodeShape, freeze, sample_index, smallest
 from metabench.errors import MetabenchError
 
 CLASSES, EXAMPLES, SIZE = 30, 20, 4
@@ -136,3 +136,17 @@ def test_sample_index_draws_distinct_classes_and_examples() -> None:
     assert all(row.unique().numel() == 10 for row in index.classes)
     assert all(row.unique().numel() == 20 for row in index.examples.flatten(0, 1))
     assert index.classes.max() < CLASSES and index.examples.max() < EXAMPLES
+
+
+@pytest.mark.parametrize("k", [1, 5, 60, 99, 100])
+def test_smallest_is_the_head_of_an_argsort_with_ties_and_without(k: int) -> None:
+    """The sampler's shortcut for the first classes of a shuffle: the same positions as the argsort it
+    replaces, on distinct keys (topk), on keys with ties among the smallest (the argsort's own answer),
+    and when every position is asked for."""
+    g = torch.Generator().manual_seed(3)
+    distinct = torch.rand(8, 100, generator=g)
+    tied = distinct.clone()
+    tied[:, 7] = tied.min(dim=1).values  # a tie at the smallest key of every row
+    coarse = torch.randint(0, 4, (8, 100), generator=g).float()  # ties everywhere
+    for keys in (distinct, tied, coarse):
+        assert torch.equal(smallest(keys, k), keys.argsort(dim=-1)[..., :k])
