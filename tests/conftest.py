@@ -1,9 +1,11 @@
-"""Shared fixtures: the real data folder, one preprocessing cache per test session, tiny specs."""
+"""Shared fixtures: the real data folder, one preprocessing cache per test session, synthetic data folders."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,53 @@ def mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         write_mini_folder(root / dirname, parts, first=first)
         first += sum(parts.values())
     return root
+
+
+# --------------------------------------------------------------------------- synthetic Omniglot and MNIST
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold ``lock`` (a file) while the body runs; other processes asking for it wait. Without ``fcntl``
+    (Windows) nothing is held, and two workers may each write the same files."""
+    with lock.open("w") as handle:
+        try:
+            import fcntl
+        except ImportError:
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def synthetic_archives(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding synthetic ``omniglot/`` and ``mnist/`` archives in the real formats (see
+    ``tests/synthetic_data.py``), written once per test session: pytest-xdist's workers share one folder,
+    which the first to ask writes while the others wait. Tests use it through ``synthetic_root``."""
+    from tests import synthetic_data
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, above every worker's own
+    folder = base / "synthetic-archives"
+    with _exclusive(base / "synthetic-archives.lock"):
+        if not (folder / synthetic_data.DIGESTS).is_file():
+            synthetic_data.write_archives(folder)
+    return folder
+
+
+@pytest.fixture
+def synthetic_root(synthetic_archives: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The synthetic archives' folder, to pass as ``data_dir``, with metabench's catalogue holding their
+    digests for the test's duration (so they verify; the swap is undone after the test). The cache keys
+    decoded arrays by those digests, so synthetic arrays are never mistaken for the real ones."""
+    from metabench.data import archives
+    from tests import synthetic_data
+
+    for dataset, entries in synthetic_data.catalogue(synthetic_archives).items():
+        monkeypatch.setitem(archives.CATALOGUE, dataset, entries)
+    return synthetic_archives

@@ -27,6 +27,7 @@ from metabench.cli import app
 from metabench.errors import InterruptedRun, MetabenchError, TerminatedRun
 from metabench.runner import checkpoint_path
 from metabench.writing import publish_weights as _publish_weights
+from tests.resume import result_numbers
 
 PROTONET = ["run", "protonet", "--benchmark", "omniglot-5w1s", "--profile", "smoke", "--no-progress"]
 SINUSOID = {"benchmark": "sinusoid-5shot", "profile": "smoke", "train_episodes": 60}
@@ -187,24 +188,11 @@ def test_leftovers_of_a_killed_result_write_are_removed_and_nothing_else(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
 
 
-def _numbers(result: dict[str, Any], weights: Path) -> tuple[Any, ...]:
-    """What must not change between an uninterrupted and an interrupted-and-resumed run: the per-episode
-    scores, the learning curve (less its wall-clock seconds) and every weight, bit for bit."""
-    curve = [{k: v for k, v in point.items() if k != "seconds"} for point in result["curve"]]
-    state = torch.load(weights, weights_only=True)["state_dict"]
-    return result["scores"], curve, {k: v.tolist() for k, v in state.items()}
-
-
-def _result_numbers(output: Path) -> list[tuple[Any, ...]]:
-    found = sorted(output.rglob("*.json"))
-    return [_numbers(json.loads(p.read_text()), p.with_suffix(".pt")) for p in found]
-
-
 @pytest.fixture(scope="module")
 def sinusoid_straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, ...]:
     output = tmp_path_factory.mktemp("straight")
     metabench.run_benchmark("maml", **SINUSOID, output=output)
-    (numbers,) = _result_numbers(output)
+    (numbers,) = result_numbers(output)
     return numbers
 
 
@@ -236,7 +224,7 @@ def test_a_signal_at_any_phase_stops_at_the_boundary_and_resumes_exactly(
     monkeypatch.delenv(SIGNAL_HOOK)
     resumed, _ = metabench.run_benchmark("maml", **SINUSOID, output=tmp_path, resume=True)
     assert resumed["timing"]["train_steps"] == 60
-    assert _result_numbers(tmp_path) == [sinusoid_straight]
+    assert result_numbers(tmp_path) == [sinusoid_straight]
 
 
 def test_the_signal_hook_is_validated() -> None:
@@ -270,7 +258,7 @@ def test_sigint_and_sigterm_at_random_moments_of_a_real_run_resume_to_the_uninte
     straight = _metabench(tmp_path / "straight", env=env)
     assert straight.wait(timeout=300) == 0, straight.stderr.read() if straight.stderr else ""
     wall = time.perf_counter() - began
-    (reference,) = _result_numbers(tmp_path / "straight")
+    (reference,) = result_numbers(tmp_path / "straight")
 
     moments: list[tuple[str, str | float]] = [
         ("SIGINT", "step:5"),
@@ -297,5 +285,5 @@ def test_sigint_and_sigterm_at_random_moments_of_a_real_run_resume_to_the_uninte
         if code != 0:
             resumed = _metabench(output, "--resume", env=env)
             assert resumed.wait(timeout=300) == 0, resumed.stderr.read() if resumed.stderr else ""
-        found = _result_numbers(output)
+        found = result_numbers(output)
         assert found and all(numbers == reference for numbers in found), f"trial {trial}: {name} at {when}"
