@@ -28,9 +28,14 @@ def budget_cell(share: float) -> str:
 
 
 def verdict_style(verdict: str) -> str:
-    return {"reproduced": "green", "holds": "green", "below": "red", "fails": "red", "above": "cyan"}.get(
-        verdict, "yellow"
-    )
+    return {
+        "reproduced": "green",
+        "holds": "green",
+        "below": "red",
+        "fails": "red",
+        "diverged": "red",
+        "above": "cyan",
+    }.get(verdict, "yellow")
 
 
 def _benchmark_cell(row: pd.Series) -> str:

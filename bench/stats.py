@@ -5,7 +5,8 @@ with the reported value ``r`` and its allowance ``h_r``. The band is ``r ± (h_r
 
 * ``reproduced``  m lies inside the band;
 * ``below``       m < r - (h_r + h_m);
-* ``above``       m > r + (h_r + h_m).
+* ``above``       m > r + (h_r + h_m);
+* ``diverged``    m or h_m is not finite (some test episode's score is NaN or infinite): a shortfall.
 
 ``h_r`` depends on what the paper's ± means: a 95% interval over episodes is used as printed; one
 standard deviation over runs becomes 1.96 standard deviations (where one more run should fall); a ±
@@ -32,7 +33,7 @@ from torch import Tensor
 
 from metabench.spec import Claim, Reported
 
-Verdict = Literal["reproduced", "below", "above", "no target", "holds", "fails", "inconclusive"]
+Verdict = Literal["reproduced", "below", "above", "no target", "holds", "fails", "inconclusive", "diverged"]
 Z95 = 1.959963984540054
 
 
@@ -90,6 +91,11 @@ def judge(reported: Reported | None, measured: Interval) -> Judgement:
     allowance = reported_allowance(reported)
     band = allowance + measured.half_width
     difference = measured.mean - reported.value
+    if not (math.isfinite(difference) and math.isfinite(band)):
+        # NaN compares false both ways: without this a diverged run fell through to "reproduced"
+        return Judgement(
+            "diverged", math.nan, math.nan, "the mean or its interval is not finite: some test episodes diverged"
+        )
     if difference < -band:
         verdict: Verdict = "below"
     elif difference > band:
@@ -112,13 +118,21 @@ def worst(judgements: list[Judgement], direction: Literal["higher", "lower"]) ->
         return Judgement("no target", math.nan, math.nan, "no reported numbers to compare with")
     shortfall: Verdict = "below" if direction == "higher" else "above"
     excess: Verdict = "above" if direction == "higher" else "below"
-    verdict: Verdict = shortfall if shortfall in verdicts else excess if excess in verdicts else "reproduced"
+    verdict: Verdict = (
+        "diverged"
+        if "diverged" in verdicts
+        else shortfall
+        if shortfall in verdicts
+        else excess
+        if excess in verdicts
+        else "reproduced"
+    )
     return Judgement(verdict, math.nan, math.nan, rule)
 
 
 def is_worse(verdict: Verdict, direction: Literal["higher", "lower"]) -> bool:
     """Whether a verdict is a shortfall for a metric where ``direction`` is better (a failed claim is)."""
-    return verdict == "fails" or verdict == ("below" if direction == "higher" else "above")
+    return verdict in ("fails", "diverged") or verdict == ("below" if direction == "higher" else "above")
 
 
 @dataclass(frozen=True)

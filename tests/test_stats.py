@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from metabench.spec import Reported
-from metabench.stats import Z95, is_worse, judge, mean_interval, paired, reported_allowance
+from metabench.stats import Z95, is_worse, judge, mean_interval, paired, reported_allowance, worst
 
 
 def reported(value: float, plus_minus: float = 0.0, kind: str = "none", decimals: int | None = None) -> Reported:
@@ -73,6 +73,19 @@ def test_bare_number_needs_the_reproduction_interval_to_reach_it() -> None:
 def test_no_target_gives_no_verdict() -> None:
     judgement = judge(None, mean_interval([50.0, 60.0]))
     assert judgement.verdict == "no target" and math.isnan(judgement.difference)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_diverged_episode_is_never_reproduced(bad: float) -> None:
+    # The MAML sinusoid paper run at 6b953f9: one of 600 episodes' 10-step MSE was NaN, the mean NaN, and
+    # NaN compared false on both sides of the band, so the verdict fell through to "reproduced".
+    paper = reported(0.35)
+    judgement = judge(paper, mean_interval([0.3] * 599 + [bad]))
+    assert judgement.verdict == "diverged" and "diverged" in judgement.rule
+    assert is_worse("diverged", "higher") and is_worse("diverged", "lower")
+    fine = judge(paper, mean_interval([0.35] * 600))
+    assert worst([fine, judgement], "lower").verdict == "diverged"
+    assert worst([fine, fine], "lower").verdict == "reproduced"
 
 
 def test_shortfall_depends_on_direction() -> None:

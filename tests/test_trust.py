@@ -31,6 +31,13 @@ def _write(tmp_path: Path, data: dict, name: str = "r.json") -> Path:
     return path
 
 
+def _diverged_but_reproduced(data: dict) -> None:
+    """What 6b953f9 wrote for a run with one NaN episode: NaN summary, verdict still "reproduced"."""
+    data["scores"][0] = float("nan")
+    data["summary"].update(mean=float("nan"), ci95=float("nan"), std=float("nan"))
+    data["verdict"].update(verdict="reproduced", difference=float("nan"), band=float("nan"))
+
+
 @pytest.mark.parametrize("source", [SCALAR, VECTOR, CLAIM])
 def test_committed_results_recompute_to_their_stored_summaries(source: Path) -> None:
     assert verify.problems(Result.read(source)) == []
@@ -48,6 +55,7 @@ def test_committed_results_recompute_to_their_stored_summaries(source: Path) -> 
         (CLAIM, lambda d: d["competitors"]["adam"]["summary"].update(mean=0.0), "competitors.adam.summary.mean"),
         (CLAIM, lambda d: d["claim"]["comparisons"]["sgd"].update(p_value=0.5), "claim.comparisons.sgd.p_value"),
         (SCALAR, lambda d: d["timing"].update(train_steps=0), "never trained"),
+        (SCALAR, _diverged_but_reproduced, "but its summary gives 'diverged'"),
     ],
 )
 def test_a_forged_number_fails_check(tmp_path: Path, source: Path, forge, named: str) -> None:
