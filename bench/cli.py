@@ -124,6 +124,13 @@ OnlyThisBenchmark = Annotated[
     ),
 ]
 
+#: how `run` and `estimate` pick a paper's benchmark
+PaperArgument = Annotated[str, typer.Argument(help="Paper key, e.g. protonet (see `metabench list`).")]
+ShotsOption = Annotated[int | None, typer.Option(help="Pick the paper's benchmark with this many shots.")]
+WaysOption = Annotated[int | None, typer.Option(help="Pick the benchmark with this many ways.")]
+DatasetOption = Annotated[str | None, typer.Option(help="Pick the benchmark on this dataset.")]
+BenchmarkOption = Annotated[str | None, typer.Option(help="Benchmark id, e.g. omniglot-20w5s.")]
+
 #: the longer options of `metabench run`, named so that its signature stays readable
 VariantOption = Annotated[
     str | None, typer.Option(help="Run a variant the paper also reports, e.g. mann --variant lstm.")
@@ -295,12 +302,12 @@ def show(
 @app.command()
 @_friendly
 def run(
-    paper: Annotated[str, typer.Argument(help="Paper key, e.g. protonet (see `metabench list`).")],
-    shots: Annotated[int | None, typer.Option(help="Pick the paper's benchmark with this many shots.")] = None,
-    ways: Annotated[int | None, typer.Option(help="Pick the benchmark with this many ways.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Pick the benchmark on this dataset.")] = None,
+    paper: PaperArgument,
+    shots: ShotsOption = None,
+    ways: WaysOption = None,
+    dataset: DatasetOption = None,
     variant: VariantOption = None,
-    benchmark: Annotated[str | None, typer.Option(help="Benchmark id, e.g. omniglot-20w5s.")] = None,
+    benchmark: BenchmarkOption = None,
     profile: ProfileOption = ProfileName.quick,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and training episodes.")] = 0,
     episodes: EpisodesOption = None,

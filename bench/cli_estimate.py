@@ -11,18 +11,30 @@ import typer
 from rich.table import Table
 
 from metabench import cli, options
-from metabench.cli import DataDir, DeviceName, DeviceOption, ProfileName, SetOption, VariantOption
+from metabench.cli import (
+    BenchmarkOption,
+    DataDir,
+    DatasetOption,
+    DeviceName,
+    DeviceOption,
+    PaperArgument,
+    ProfileName,
+    SetOption,
+    ShotsOption,
+    VariantOption,
+    WaysOption,
+)
 
 
 @cli.app.command()
 @cli._friendly
 def estimate(
-    paper: Annotated[str, typer.Argument(help="Paper key, e.g. protonet (see `metabench list`).")],
-    shots: Annotated[int | None, typer.Option(help="Pick the paper's benchmark with this many shots.")] = None,
-    ways: Annotated[int | None, typer.Option(help="Pick the benchmark with this many ways.")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Pick the benchmark on this dataset.")] = None,
+    paper: PaperArgument,
+    shots: ShotsOption = None,
+    ways: WaysOption = None,
+    dataset: DatasetOption = None,
     variant: VariantOption = None,
-    benchmark: Annotated[str | None, typer.Option(help="Benchmark id, e.g. omniglot-20w5s.")] = None,
+    benchmark: BenchmarkOption = None,
     profile: Annotated[ProfileName, typer.Option(help="The profile to time.")] = ProfileName.paper,
     set_: SetOption = None,
     steps: Annotated[int, typer.Option(help="Training steps timed (after the warm-up ones).")] = 20,

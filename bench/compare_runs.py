@@ -89,6 +89,13 @@ def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
         axis.set_ylabel(f"validation {axis_label(metric)}")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
+    return save_figure(figure, output)
+
+
+def save_figure(figure: Any, output: Path) -> Path:
+    """Lay out, write as PNG (creating the folder) and close a figure of one panel per benchmark."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(output, dpi=120)

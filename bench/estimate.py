@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,20 +85,29 @@ class Estimate:
         }
 
 
-def estimate(request: RunRequest, steps: int, warmup: int, console: Console) -> Estimate:
-    """Time ``steps`` training steps of the request's run (after ``warmup``) and its scoring, and
-    extrapolate to the whole profile."""
-    allocator.tune_for_training()
+@contextmanager
+def scratch_run(request: RunRequest, console: Console) -> Iterator[tuple[Plan, Banks, training.Trainer]]:
+    """The request's run at step 0, built as ``metabench run`` builds it (plan, data, seeded model, sampler,
+    optimiser), its checkpoint in a scratch folder removed afterwards: for timing steps, never for results."""
     plan = make_plan(request, get_spec(request.paper), console)
     banks = Banks(plan.bench, request.data_dir, plan.device, download=request.download, progress=request.progress)
     torch.manual_seed(request.seed)
     model = build_model(plan.spec, plan.targets[0]).to(plan.device)
     with tempfile.TemporaryDirectory() as scratch:
-        ckpt = Checkpointer(Path(scratch) / "estimate.pt", plan.fingerprint(request.seed))
+        ckpt = Checkpointer(Path(scratch) / "scratch.pt", plan.fingerprint(request.seed))
         trainer = training.start(model, plan.profile, plan.bench, banks, request.seed, ckpt, None, console)
         model.train()
+        yield plan, banks, trainer
+
+
+def estimate(request: RunRequest, steps: int, warmup: int, console: Console) -> Estimate:
+    """Time ``steps`` training steps of the request's run (after ``warmup``) and its scoring, and
+    extrapolate to the whole profile."""
+    allocator.tune_for_training()
+    with scratch_run(request, console) as (plan, banks, trainer):
         _steps(trainer, warmup, plan.device)
         train = _steps(trainer, steps, plan.device)
+    model = trainer.model
     model.eval()
     validation = _validation_seconds(plan, banks, model)
     test = [_test_seconds(t.bench, t.profile, banks, model, plan.device) for t in plan.targets]

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from metabench.compare_runs import save_figure
 from metabench.errors import MetabenchError
 from metabench.metrics import axis_label
 
@@ -87,8 +88,4 @@ def plot_ladder(frame: pd.DataFrame, output: Path) -> Path:
         axis.set_ylabel(f"test {axis_label(str(group['metric'].iloc[0]))}")
         axis.grid(alpha=0.3, which="both")
         axis.legend(fontsize=7)
-    figure.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=120)
-    plt.close(figure)
-    return output
+    return save_figure(figure, output)

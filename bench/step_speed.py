@@ -33,7 +33,6 @@ from __future__ import annotations
 import multiprocessing
 import resource
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,11 +46,9 @@ from rich.console import Console
 from rich.table import Table
 
 from metabench import allocator, training
-from metabench.banks import Banks
-from metabench.checkpoint import Checkpointer
 from metabench.errors import MetabenchError
-from metabench.plan import RunRequest, build_model, make_plan
-from metabench.registry_loader import get_spec
+from metabench.estimate import scratch_run
+from metabench.plan import RunRequest
 
 #: method -> (paper, benchmark) whose training step is timed
 METHODS: dict[str, tuple[str, str]] = {
@@ -109,14 +106,7 @@ def trainer_for(method: str, profile: str, data_dir: Path | None, console: Conso
     request = RunRequest(
         paper=paper, benchmark=benchmark, profile=profile, device="cpu", data_dir=data_dir, progress=False
     )
-    plan = make_plan(request, get_spec(paper), console)
-    banks = Banks(plan.bench, request.data_dir, plan.device, download=request.download, progress=False)
-    torch.manual_seed(request.seed)
-    model = build_model(plan.spec, plan.targets[0]).to(plan.device)
-    with tempfile.TemporaryDirectory() as scratch:
-        ckpt = Checkpointer(Path(scratch) / "steps.pt", plan.fingerprint(request.seed))
-        trainer = training.start(model, plan.profile, plan.bench, banks, request.seed, ckpt, None, console)
-        model.train()
+    with scratch_run(request, console) as (_, _, trainer):
         yield trainer
 
 

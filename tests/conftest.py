@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -166,23 +164,6 @@ def mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --------------------------------------------------------------------------- synthetic Omniglot and MNIST
 
 
-@contextlib.contextmanager
-def _exclusive(lock: Path) -> Iterator[None]:
-    """Hold ``lock`` (a file) while the body runs; other processes asking for it wait. Without ``fcntl``
-    (Windows) nothing is held, and two workers may each write the same files."""
-    with lock.open("w") as handle:
-        try:
-            import fcntl
-        except ImportError:
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="session")
 def synthetic_archives(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding synthetic ``omniglot/`` and ``mnist/`` archives in the real formats (see
@@ -194,7 +175,9 @@ def synthetic_archives(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent  # the session's folder, above every worker's own
     folder = base / "synthetic-archives"
-    with _exclusive(base / "synthetic-archives.lock"):
+    from metabench.data.cache import locked  # not at import: the CLI's consoles must see COLUMNS first
+
+    with locked(base / "synthetic-archives"):
         if not (folder / synthetic_data.DIGESTS).is_file():
             synthetic_data.write_archives(folder)
     return folder

@@ -19,7 +19,9 @@ from metabench.paths import cache_dir
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """Hold ``PATH.lock`` while the body runs, so that concurrent processes (xdist workers, two runs)
+    build ``path`` once; other processes wait."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(path.suffix + ".lock"), "w") as handle:
         try:
@@ -51,7 +53,7 @@ def cached_tensors(relative: str, build: Callable[[], dict[str, Any]], descripti
     """Load ``cache_dir()/relative``, building it with ``build()`` the first time."""
     path = cache_dir() / relative
     if not path.exists():
-        with _locked(path):
+        with locked(path):
             if not path.exists():
                 from rich.console import Console
 
