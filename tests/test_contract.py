@@ -167,7 +167,9 @@ def _check_interface(spec: Spec, benchmark: str, parts: dict[str, TaskSource]) -
     torch.manual_seed(0)
     model = implementation(spec).build(smoke.model, _task(bench))
     train_shape = EpisodeShape(smoke.train_ways, smoke.train_shots, smoke.train_queries, bench.sequence)
-    step = model.meta_loss(parts[smoke.train_part].sampler(train_shape, seed=0).sample(1))
+    batch = parts[smoke.train_part].sampler(train_shape, seed=0).sample(1)
+    model.start_batch(batch, smoke.steps_per_batch)  # as the runner announces every batch
+    step = model.meta_loss(batch)
     assert step.loss.shape == () and step.loss.requires_grad, "meta_loss's loss is a differentiable scalar"
     assert step.score.shape == (), "meta_loss's score is a scalar"
 
