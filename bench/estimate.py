@@ -105,6 +105,9 @@ def estimate(request: RunRequest, steps: int, warmup: int, console: Console) -> 
     extrapolate to the whole profile."""
     allocator.tune_for_training()
     with scratch_run(request, console) as (plan, banks, trainer):
+        # whole batches only: a learned optimizer takes steps_per_batch steps on each batch it samples
+        per_batch = plan.profile.steps_per_batch
+        warmup, steps = (-(-count // per_batch) * per_batch for count in (warmup, steps))
         _steps(trainer, warmup, plan.device)
         train = _steps(trainer, steps, plan.device)
     model = trainer.model

@@ -29,6 +29,15 @@ def test_the_estimate_extrapolates_the_timed_rates_to_the_profiles_counts(tmp_pa
     assert list(tmp_path.iterdir()) == [], "an estimate writes no result and no checkpoint"
 
 
+def test_a_learned_optimizer_is_timed_in_whole_batches(tmp_path: Path) -> None:
+    request = RunRequest(
+        paper="learned-optimizer", benchmark="quadratic-10d", profile="smoke", output=tmp_path, progress=False
+    )
+    found = estimate(request, steps=3, warmup=1, console=Console(quiet=True))
+    per_batch = 2  # the smoke profile's horizon / unroll: a batch started mid-way would be refused
+    assert found.steps_timed == 4 and found.steps_timed % per_batch == 0
+
+
 def test_the_command_prints_both_clocks_and_writes_json(tmp_path: Path) -> None:
     target = tmp_path / "estimate.json"
     smoke = ["--benchmark", "sinusoid-5shot", "--profile", "smoke", "--steps", "2"]
