@@ -38,6 +38,21 @@ def _diverged_but_reproduced(data: dict) -> None:
     data["verdict"].update(verdict="reproduced", difference=float("nan"), band=float("nan"))
 
 
+def test_a_diverged_competitor_is_checked_not_refused(tmp_path: Path) -> None:
+    """The shrinkage sinusoid paper run: its MAML competitor's MSE overflowed on one task (inf), so the
+    paired test has no p-value and the claim is inconclusive; check must recompute that, not call the
+    stored infinities forged (inf - inf is NaN)."""
+    data = json.loads(CLAIM.read_text())
+    sgd = data["competitors"]["sgd"]
+    sgd["scores"][0] = float("inf")
+    sgd["summary"].update(mean=float("inf"), ci95=float("nan"), std=float("nan"))
+    data["claim"]["comparisons"]["sgd"].update(
+        mean_difference=float("-inf"), ci95=float("nan"), p_value=float("nan"), verdict="inconclusive"
+    )
+    data["claim"]["verdict"] = data["verdict"]["verdict"] = "inconclusive"
+    assert verify.problems(Result.read(_write(tmp_path, data))) == []
+
+
 @pytest.mark.parametrize("source", [SCALAR, VECTOR, CLAIM])
 def test_committed_results_recompute_to_their_stored_summaries(source: Path) -> None:
     assert verify.problems(Result.read(source)) == []
