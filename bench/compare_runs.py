@@ -15,6 +15,7 @@ import pandas as pd
 
 from metabench import overrides, results
 from metabench.errors import MetabenchError, ResultError
+from metabench.figures import save_figure
 from metabench.metrics import axis_label
 from metabench.stats import paired
 
@@ -90,14 +91,3 @@ def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
     return save_figure(figure, output)
-
-
-def save_figure(figure: Any, output: Path) -> Path:
-    """Lay out, write as PNG (creating the folder) and close a figure of one panel per benchmark."""
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=120)
-    plt.close(figure)
-    return output

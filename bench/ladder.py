@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from metabench.compare_runs import save_figure
 from metabench.errors import MetabenchError
+from metabench.figures import save_figure
 from metabench.metrics import axis_label
 
 #: ``--set`` keys that change the budget of a run (and its schedule and bookkeeping), not its method

@@ -6,23 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from metabench.episodes import EpisodeBatch
-
-
-def _save(figure: Any, path: Path) -> Path:
-    """Lay out, write (creating the folder) and close a figure; returns its path."""
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+from metabench.figures import save_figure
 
 
 class StepPredictor(Protocol):
@@ -66,7 +56,7 @@ def plot_sine_fits(
         axis.scatter(sx[i], sy[i], color="red", zorder=3, label=f"{sx.shape[1]} support points")
         axis.set_xlabel("x")
     axes[0][0].legend(fontsize=7)
-    return _save(figure, path)
+    return save_figure(figure, path, dpi=90)
 
 
 def plot_gaussian_fits(
@@ -102,7 +92,7 @@ def plot_gaussian_fits(
         axis.scatter(cx[i], cy[i], color="red", zorder=3, label=f"{cx.shape[1]} context points")
         axis.set_xlabel("x")
     axes[0][0].legend(fontsize=7)
-    return _save(figure, path)
+    return save_figure(figure, path, dpi=90)
 
 
 def plot_completions(
@@ -158,4 +148,4 @@ def plot_completions(
                 axis.set_xticks([])
                 axis.set_yticks([])
                 axis.set_title(title, fontsize=7)
-    return _save(figure, path)
+    return save_figure(figure, path, dpi=90)
