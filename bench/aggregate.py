@@ -124,6 +124,8 @@ def by_seed(frame: pd.DataFrame) -> pd.DataFrame:
             device=",".join(sorted(set(members["device"]))),
             dirty=bool(members["dirty"].any()),
             integrity="; ".join(problems),
+            # a spec acknowledges shortfalls file by file: the seeds together are known only if each is
+            known_shortfall=row["known_shortfall"] if members["known_shortfall"].astype(bool).all() else "",
         )
         rows.append(row)
     return pd.DataFrame(rows).reset_index(drop=True)

@@ -4,6 +4,10 @@ A ``paper`` run fails when its verdict is a shortfall against the reported band 
 ``quick`` run when its mean misses the floor its spec states (:func:`metabench.floors.meets`), a
 ``smoke`` run when it does not clear chance by the spec's margin; any row whose stored numbers disagree
 with its per-episode scores fails. An experiment (``--set``) is held to nothing.
+
+A paper run that falls short passes as ``known`` only when its benchmark's spec names that very file in
+``known_shortfalls`` with the page where the shortfall is diagnosed (:class:`metabench.spec.KnownShortfall`);
+a file named there that no longer falls short fails, so the acknowledgement cannot outlive its reason.
 """
 
 from __future__ import annotations
@@ -26,6 +30,27 @@ def untested_floor(row: pd.Series) -> str:
     return floors.uninformative(float(floor), float(row["chance"]), str(row["metric"]), str(row["direction"]))
 
 
+def _paper_shortfall(row: pd.Series) -> tuple[bool, str]:
+    """Whether a ``paper`` row falls short of its paper (its verdict, or its claim's), and why in words."""
+    if row["verdict"] == "no target":
+        return False, "no reported number"
+    if row.get("claim", ""):
+        if row.get("claim_expect", "") == "fails":
+            if row["verdict"] == "holds":
+                return True, "the claim holds, but the paper reports that it fails (a negative finding)"
+            return False, f"claim {row['verdict']} (the paper reports that it fails)"
+        if row["verdict"] == "fails":
+            return True, "the paper's claim fails: a competitor is better at the 5% level (see its vs rows)"
+        return False, f"claim {row['verdict']}"
+    if is_worse(row["verdict"], row["direction"]):
+        return True, (
+            f"{row['mean']:.2f} is {row['verdict']} the paper's {row['reported']:g}: "
+            f"{abs(row['difference']):.2f} away, {abs(row['difference']) - row['band']:.2f} "
+            f"beyond the band ±{row['band']:.2f}"
+        )
+    return False, f"{row['verdict']} ({row['difference']:+.2f})"
+
+
 def _check_row(row: pd.Series) -> tuple[bool, str]:
     if row.get("integrity", ""):
         return False, f"stored numbers disagree with the per-episode scores: {row['integrity']}"
@@ -34,23 +59,16 @@ def _check_row(row: pd.Series) -> tuple[bool, str]:
     if row.get("experiment", ""):
         return True, f"experiment (--set {row['experiment']}): not the paper's profile, held to nothing"
     if row["profile"] == "paper":
-        if row["verdict"] == "no target":
-            return True, "no reported number"
-        if row.get("claim", ""):
-            if row.get("claim_expect", "") == "fails":
-                if row["verdict"] == "holds":
-                    return False, "the claim holds, but the paper reports that it fails (a negative finding)"
-                return True, f"claim {row['verdict']} (the paper reports that it fails)"
-            if row["verdict"] == "fails":
-                return False, "the paper's claim fails: a competitor is better at the 5% level (see its vs rows)"
-            return True, f"claim {row['verdict']}"
-        if is_worse(row["verdict"], row["direction"]):
+        shortfall, why = _paper_shortfall(row)
+        known = str(row.get("known_shortfall", "") or "")
+        if known and not shortfall:
             return False, (
-                f"{row['mean']:.2f} is {row['verdict']} the paper's {row['reported']:g}: "
-                f"{abs(row['difference']):.2f} away, {abs(row['difference']) - row['band']:.2f} "
-                f"beyond the band ±{row['band']:.2f}"
+                f"the spec names this result a known shortfall ({known}) but it is {why}: "
+                "remove it from the benchmark's known_shortfalls"
             )
-        return True, f"{row['verdict']} ({row['difference']:+.2f})"
+        if known:
+            return True, f"known shortfall: {why}; diagnosed in {known}"
+        return not shortfall, why
     if row["profile"] == "quick":
         floor = row["floor"]
         if floor is None or pd.isna(floor):
@@ -83,7 +101,14 @@ def check(frame: pd.DataFrame) -> pd.DataFrame:
     outcomes = [_check_row(row) for _, row in frame.iterrows()]
     checked["passed"] = [ok for ok, _ in outcomes]
     checked["reason"] = [reason for _, reason in outcomes]
-    checked["tested"] = [not untested_floor(row) and not row.get("experiment", "") for _, row in frame.iterrows()]
+    checked["known"] = [
+        bool(ok and row.get("profile") == "paper" and row.get("known_shortfall", ""))
+        for ok, (_, row) in zip(checked["passed"], frame.iterrows(), strict=True)
+    ]
+    checked["tested"] = [
+        not untested_floor(row) and not row.get("experiment", "") and not known
+        for known, (_, row) in zip(checked["known"], frame.iterrows(), strict=True)
+    ]
     return checked
 
 
@@ -92,7 +117,15 @@ def check_table(checked: pd.DataFrame) -> Table:
     for column in ("paper", "benchmark", "profile", "result", "reason"):
         table.add_column(column)
     for row in checked.itertuples():
-        mark = "[red]FAIL[/]" if not row.passed else "[green]pass[/]" if row.tested else "[yellow]untested[/]"
+        mark = (
+            "[red]FAIL[/]"
+            if not row.passed
+            else "[yellow]known[/]"
+            if getattr(row, "known", False)
+            else "[green]pass[/]"
+            if row.tested
+            else "[yellow]untested[/]"
+        )
         name = (
             f"{row.benchmark} (vs {row.component})"
             if getattr(row, "role", "") == "competitor"

@@ -149,7 +149,7 @@ def check(
     frame = cli._selected(paths, paper, profile)
     if frame.empty:
         if allow_empty:
-            empty = comparing.check(frame).assign(passed=[], reason=[], tested=[])
+            empty = comparing.check(frame).assign(passed=[], reason=[], tested=[], known=[])
             if junit_xml is not None:
                 check_output.write_junit(empty, junit_xml)
             if format is DataFormat.json:
@@ -184,7 +184,15 @@ def _print_check(outcome: pd.DataFrame) -> bool:
     from metabench.spec import component_label
 
     cli.out.print(comparing.check_table(outcome))
-    untested = outcome[outcome["passed"] & ~outcome["tested"]]
+    known = outcome[outcome["known"]]
+    for row in known.itertuples():
+        part = f" ({component_label(row.component)})" if row.component else ""
+        cli.err.print(
+            f"[yellow]known[/] {row.paper} {row.benchmark}{part} ({row.profile}): {row.reason}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    untested = outcome[outcome["passed"] & ~outcome["tested"] & ~outcome["known"]]
     for row in untested.itertuples():
         part = f" ({component_label(row.component)})" if row.component else ""
         cli.err.print(
@@ -207,6 +215,11 @@ def _print_check(outcome: pd.DataFrame) -> bool:
             )
         if experiments:
             cli.out.print(f"[yellow]{experiments} experiments (--set)[/] are labelled and held to nothing")
+        if not known.empty:
+            cli.out.print(
+                f"[yellow]{len(known)} paper runs fall short of their papers[/], each named in its spec's "
+                "known_shortfalls with the page that diagnoses it (docs/verdicts.md)"
+            )
         return True
     for row in failures.itertuples():
         part = f" ({component_label(row.component)})" if row.component else ""

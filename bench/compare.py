@@ -87,6 +87,7 @@ COLUMNS = [
     "dirty",
     "patch",
     "integrity",
+    "known_shortfall",
 ]
 
 
@@ -130,6 +131,7 @@ def _rows(result: Result, path: Path) -> list[dict[str, Any]]:
         "integrity": "; ".join(verify.problems(result)),
         "budget": _budget_share(result),
         "experiment": overrides.label(result.settings),
+        "known_shortfall": "",  # filled from the registry as it is now (_with_current_targets)
     }
     return kind_of_result(result).rows(result, common)
 
@@ -150,6 +152,9 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
             bench = get_spec(row["paper"]).benchmark(row["benchmark"])
         except UnknownNameError:
             continue
+        known = bench.known_shortfall(Path(str(row["path"])).name)
+        if known is not None and row["profile"] == "paper":
+            frame.loc[index, "known_shortfall"] = known.finding
         if row.get("role", "") == "competitor":
             continue  # judged against the method from per-episode scores at run time
         for columns, values in kind_of(bench).current_targets(bench.profiles.get(row["profile"]), row):

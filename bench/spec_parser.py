@@ -23,6 +23,7 @@ from metabench.spec import (
     Component,
     Confidence,
     Direction,
+    KnownShortfall,
     LrSchedule,
     PaperEstimate,
     PlusMinusKind,
@@ -171,6 +172,28 @@ def _parse_estimate(table: _Table) -> PaperEstimate:
     if estimate.hours <= 0:
         raise table._fail("hours", f"must be positive, found {estimate.hours}")
     return estimate
+
+
+def _parse_known_shortfalls(table: _Table, benchmark_id: str) -> tuple[KnownShortfall, ...]:
+    entries = table.get("known_shortfalls", list, [])
+    known = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise table._fail("known_shortfalls", 'each entry is { result = "FILE.json", finding = "docs/..." }')
+        sub = _Table(entry, f"{table.where}.known_shortfalls[{index}]")
+        shortfall = KnownShortfall(result=sub.get("result", str), finding=sub.get("finding", str))
+        sub.reject_unread()
+        prefix = f"{benchmark_id}__paper__"
+        if not shortfall.result.startswith(prefix) or not shortfall.result.endswith(".json") or "/" in shortfall.result:
+            raise sub._fail(
+                "result",
+                f"names a paper result of this benchmark by its file name ({prefix}seed0__STAMP.json), "
+                f"found {shortfall.result!r}",
+            )
+        if not shortfall.finding.strip():
+            raise sub._fail("finding", "says where the shortfall is diagnosed (a docs page and anchor)")
+        known.append(shortfall)
+    return tuple(known)
 
 
 def _parse_claim(table: _Table) -> Claim:
@@ -371,6 +394,7 @@ def _parse_benchmark(table: _Table, defaults: Mapping[str, Mapping[str, Any]]) -
         claim=claim,
         also=tuple(table.get("also", list, [])),
         paper_estimate=_parse_estimate(table.sub("paper_estimate")) if "paper_estimate" in table.data else None,
+        known_shortfalls=_parse_known_shortfalls(table, table.get("id", str)),
     )
     table.reject_unread()
     _check_benchmark(table, bench, instances)

@@ -82,6 +82,32 @@ def mutate(path: list[Any], value: Any = None, delete: bool = False) -> dict[str
         (mutate(["profiles", "quick", "momentum"], 1.0), "quick.momentum: 1.0 needs"),
         (mutate(["benchmarks", 0, "paper_estimate"], {"hours": 2.0}), "paper_estimate.measured: missing"),
         (mutate(["benchmarks", 0, "paper_estimate"], {"hours": 2, "measured": "x", "on": 1}), "estimate.on: unknown"),
+        (mutate(["benchmarks", 0, "known_shortfalls"], ["x.json"]), "known_shortfalls: each entry is"),
+        (
+            mutate(
+                ["benchmarks", 0, "known_shortfalls"],
+                [{"result": "omniglot-5w1s__quick__seed0__T.json", "finding": "d"}],
+            ),
+            "known_shortfalls[0].result: names a paper result of this benchmark",
+        ),
+        (
+            mutate(
+                ["benchmarks", 0, "known_shortfalls"],
+                [{"result": "omniglot-20w1s__paper__seed0__T.json", "finding": "d"}],
+            ),
+            "known_shortfalls[0].result: names a paper result",
+        ),
+        (
+            mutate(
+                ["benchmarks", 0, "known_shortfalls"],
+                [{"result": "omniglot-5w1s__paper__seed0__T.json", "finding": " "}],
+            ),
+            "known_shortfalls[0].finding: says where",
+        ),
+        (
+            mutate(["benchmarks", 0, "known_shortfalls"], [{"result": "omniglot-5w1s__paper__seed0__T.json"}]),
+            "known_shortfalls[0].finding: missing",
+        ),
     ],
 )
 def test_malformed_spec_names_file_and_key(data: dict[str, Any], fragment: str) -> None:
