@@ -42,6 +42,8 @@ def _paper_shortfall(row: pd.Series) -> tuple[bool, str]:
         if row["verdict"] == "fails":
             return True, "the paper's claim fails: a competitor is better at the 5% level (see its vs rows)"
         return False, f"claim {row['verdict']}"
+    if row["verdict"] == "diverged":
+        return True, f"diverged: some test episodes' scores are not finite, so the mean is {row['mean']}"
     if is_worse(row["verdict"], row["direction"]):
         return True, (
             f"{row['mean']:.2f} is {row['verdict']} the paper's {row['reported']:g}: "

@@ -217,8 +217,8 @@ def _print_check(outcome: pd.DataFrame) -> bool:
             cli.out.print(f"[yellow]{experiments} experiments (--set)[/] are labelled and held to nothing")
         if not known.empty:
             cli.out.print(
-                f"[yellow]{len(known)} paper runs fall short of their papers[/], each named in its spec's "
-                "known_shortfalls with the page that diagnoses it (docs/verdicts.md)"
+                f"[yellow]{len(known)} known shortfall{'s' if len(known) != 1 else ''}[/]: paper runs that fall short, "
+                "each named in its spec's known_shortfalls with the page that diagnoses it (docs/verdicts.md)"
             )
         return True
     for row in failures.itertuples():
