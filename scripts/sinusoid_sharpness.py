@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -31,7 +32,7 @@ def largest_eigenvalues(
     """The largest-magnitude eigenvalue of each task's support-loss Hessian at the initialisation, by
     power iteration on Hessian-vector products: one double backward through all tasks at once (each
     task has its own copy of the parameters, so the sum of their losses has a block-diagonal Hessian)."""
-    net = model.net.double()
+    net = cast(torch.nn.Module, model.net).double()
     tasks = support_x.shape[0]
     params = {name: p.detach().expand(tasks, *p.shape).clone().requires_grad_() for name, p in net.named_parameters()}
     outputs = batched_forward(net, params, support_x.double())
@@ -77,6 +78,7 @@ def main() -> None:
         mse = (model.predict_after(batch, steps) - batch.query_y).pow(2).mean(dim=(1, 2))
         by_steps[steps] = mse
     before = by_steps[0]
+    rows: list[dict[str, float | int]] = []
     report: dict[str, object] = {
         "result": str(args.result),
         "inner_lr": step_size,
@@ -84,7 +86,7 @@ def main() -> None:
         "seed": args.seed,
         "sharp_tasks": int(sharp.sum()),
         "sharpness_quantiles": {q: float(sharpness.quantile(q)) for q in (0.5, 0.9, 0.99)},
-        "rows": [],
+        "rows": rows,
     }
     print(f"{args.result.name}: inner step {step_size:g}, {args.tasks} validation functions (seed {args.seed})")
     print(
@@ -102,7 +104,7 @@ def main() -> None:
             "worse_and_sharp": int((worse & sharp).sum()),
             "mean_without_sharp": float(mse[~sharp].mean()),
         }
-        report["rows"].append(row)  # type: ignore[union-attr]
+        rows.append(row)
         print(
             f"{steps:>5}  {row['mean']:>8.3f}  {row['median']:>6.3f}  {row['worse_than_start']:>22}  "
             f"{row['worse_and_sharp']:>13}  {row['mean_without_sharp']:>8.3f}"
