@@ -40,12 +40,15 @@ Line-by-line check against the paper and two published re-implementations, trist
   memory before the write. Documented.
 * Optimiser: the spec's Adam 1e-3, as tristandeleu's (no clipping); snowkylin: RMSprop 1e-3, momentum
   0.9, decay 0.95, gradients clipped to [-10, 10]. Issue 16 quotes RMSprop 1e-4 from the paper's text,
-  which the spec's header says the paper does not state; metabench's runner offers only Adam and SGD,
-  so the RMSprop ablation needs a harness change (runner and spec, not this module). Unknown.
+  which the spec's header says the paper does not state; ``--set optimizer=rmsprop --set momentum=0.9``
+  runs snowkylin's (torch's smoothing constant is 0.99, theirs 0.95; no clipping). Unknown.
 * Episodes (5 classes, 10 presentations each, 50 steps), one-hot labels shuffled per episode, the label
   given one step late with zeros at the first step, memory wiped between episodes, LSTM of 200, memory
   128 x 40, 4 read heads, output softmax over ``[h_t; r_t]``, controller input ``[x_t, y_(t-1), r_(t-1)]``:
   same as the paper and both re-implementations.
+* Controller LSTM: PyTorch's cell (forget-gate bias starting near 0) here; snowkylin's is TensorFlow's
+  ``BasicLSTMCell``, whose ``forget_bias = 1.0`` is added at every step; tristandeleu's Theano LSTM has
+  no such term. ``forget_bias = 1`` gives snowkylin's for the ablation. Unknown (the paper is silent).
 * Budget: snowkylin's table (100,000 episodes, batch 16) has the LSTM baseline at 0.59 and MANN at 0.89
   on the 2nd instance. Here the LSTM baseline, which shares everything but the memory, is also still at
   chance after 48,000 episodes, so the plateau sits on the shared path (optimiser, budget), not in LRUA.
@@ -77,6 +80,11 @@ class MANNHyperparameters:
     #: false: every head writes to all ``n`` least-used slots (eq. 6 as written); true: head ``h`` to the
     #: ``h``-th least-used slot alone (tristandeleu/ntm-one-shot)
     least_used_per_head: bool = False
+    #: added to the controller's forget-gate bias at initialisation. 0 is PyTorch's LSTM; 1 is TensorFlow's
+    #: ``BasicLSTMCell(forget_bias=1.0)``, which snowkylin/ntm's controller uses (a constant added at every
+    #: step, the same as a learnable bias started at 1): the gate starts at sigmoid(1) = 0.73 rather than
+    #: 0.5, so the controller's state survives more of a 50-step episode before training has shaped it
+    forget_bias: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -166,6 +174,9 @@ class MANN(Reproduction):
         pixels = task.channels * task.image_size * task.image_size
         reads = hparams.read_heads * hparams.memory_width if hparams.memory else 0
         self.controller = nn.LSTMCell(pixels + task.ways + reads, hparams.controller)
+        if hparams.forget_bias:
+            with torch.no_grad():  # gates are ordered input, forget, cell, output
+                self.controller.bias_hh[hparams.controller : 2 * hparams.controller].add_(hparams.forget_bias)
         if hparams.memory:
             self.keys = nn.Linear(hparams.controller, hparams.read_heads * hparams.memory_width)
             self.gates = nn.Linear(hparams.controller, hparams.read_heads)

@@ -208,3 +208,25 @@ def test_mann_model_runs_with_per_head_least_used() -> None:
     model = MANN(hp, TaskInfo(1, 4, 3, 1))
     logits = model(torch.rand(2, 5, 1, 4, 4), torch.randint(0, 3, (2, 5)))
     assert logits.shape == (2, 5, 3) and torch.isfinite(logits).all()
+
+
+def test_forget_bias_shifts_only_the_controllers_forget_gate_at_initialisation() -> None:
+    """``forget_bias = 1`` starts the forget gate at sigmoid(1 + b) as TensorFlow's BasicLSTMCell does,
+    and changes no other parameter: the same seed with and without it differs by exactly 1 there."""
+    hp = MANNHyperparameters(controller=8, memory_slots=6, memory_width=3, read_heads=2)
+    torch.manual_seed(0)
+    plain = MANN(hp, TaskInfo(1, 4, 3, 1))
+    torch.manual_seed(0)
+    biased = MANN(MANNHyperparameters(**{**hp.__dict__, "forget_bias": 1.0}), TaskInfo(1, 4, 3, 1))
+    for (name, a), (_, b) in zip(plain.named_parameters(), biased.named_parameters(), strict=True):
+        expected = a.detach().clone()
+        if name == "controller.bias_hh":
+            expected[8:16] += 1.0
+        assert torch.equal(b.detach(), expected), name
+    # the gate itself, from a zero state and zero input: sigmoid of the two biases' forget slices
+    cell = biased.controller
+    gates = cell.bias_ih + cell.bias_hh
+    _, c = cell(torch.zeros(1, cell.input_size), (torch.zeros(1, 8), torch.ones(1, 8)))
+    forget = torch.sigmoid(gates[8:16])
+    cell_in = torch.tanh(gates[16:24]) * torch.sigmoid(gates[:8])
+    assert torch.allclose(c[0], forget + cell_in, atol=1e-6)
