@@ -7,6 +7,7 @@ weights without their JSON are the leftovers of a killed write (see
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from metabench.errors import MetabenchError
 from metabench.kinds import Judged, scored
 from metabench.plan import Plan, RunRequest, Target
 from metabench.reproduction import Reproduction
-from metabench.spec import Benchmark
+from metabench.spec import Benchmark, Profile
 from metabench.tasks import Frozen, TaskSource
 from metabench.training import TrainState
 
@@ -145,7 +146,7 @@ def result_of(
         "seed": request.seed,
         "test_episodes": {"count": test.frozen.count, "seed": bench.test_seed, "digest": test.frozen.digest},
         **scored(test.scores, judged.summary, bench.reported, judged.judgement),
-        "targets": {"chance": bench.chance, "floor": profile.floor, "min_above_chance": profile.min_above_chance},
+        "targets": targets_of(bench, profile),
         "curve": state.curve,
         "timing": _timing(test, state, time.perf_counter() - origin.wall_started),
         **judged.fields,
@@ -160,6 +161,13 @@ def result_of(
         **({"learned": learned} if learned else {}),
         **_user_images(bench),
     }
+
+
+def targets_of(bench: Benchmark, profile: Profile) -> dict[str, Any]:
+    """What ``check`` holds the result to, as JSON types: a vector benchmark's floors (a tuple in the
+    spec, one per instance) are stored as the list the result schema and the file round trip give."""
+    floor = list(profile.floor) if isinstance(profile.floor, tuple) else profile.floor
+    return {"chance": bench.chance, "floor": floor, "min_above_chance": profile.min_above_chance}
 
 
 def _user_images(bench: Benchmark) -> dict[str, Any]:
@@ -188,6 +196,13 @@ def write(
             "state_dict": test.model.state_dict(),
         },
     )
-    result = result_of(plan, request, test, state, origin, created, path)
-    results.write_atomic(result, path)
+    try:
+        result = result_of(plan, request, test, state, origin, created, path)
+        results.write_atomic(result, path)
+    except BaseException:
+        # the weights and any figure were published first under this run's own stem (its weights were
+        # created exclusively); without their result JSON they would be half a result
+        for leftover in path.parent.glob(f"{glob.escape(path.stem)}.*"):
+            leftover.unlink(missing_ok=True)
+        raise
     return result, path

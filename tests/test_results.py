@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
-from metabench import results
+import metabench
+from metabench import results, writing
 from metabench.errors import ResultError
+from metabench.registry_loader import all_specs
 
 
 def minimal() -> dict[str, Any]:
@@ -133,3 +135,37 @@ def test_a_schema_4_result_states_its_budget_and_older_ones_need_not() -> None:
         results.validate(data)
     data["schema_version"] = 3
     results.validate(data)
+
+
+# --------------------------------------------------------------------------- what a run writes
+
+PROFILES = [
+    pytest.param(spec, bench, profile, id=f"{key}-{bench.id}-{name}")
+    for key, spec in sorted(all_specs().items())
+    for bench in spec.benchmarks
+    for name, profile in sorted(bench.profiles.items())
+]
+
+
+@pytest.mark.parametrize(("spec", "bench", "profile"), PROFILES)
+def test_every_profiles_targets_are_stored_as_the_file_will_read_them(spec: Any, bench: Any, profile: Any) -> None:
+    """A vector benchmark's quick floors are a tuple in the spec; written as such, the result failed its
+    schema at the very end of a 40-minute MANN run (`targets.floor is (37.4, ...)`). Every profile's
+    targets must survive the JSON round trip unchanged and be the types the schema accepts."""
+    targets = writing.targets_of(bench, profile)
+    assert json.loads(json.dumps(targets)) == targets
+    floor = targets["floor"]
+    assert floor is None or isinstance(floor, int | float) or all(isinstance(v, int | float) for v in floor)
+
+
+def test_a_result_that_fails_validation_leaves_no_weights_or_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(data: dict, source: str) -> None:
+        raise ResultError(f"{source}: refused by the test")
+
+    monkeypatch.setattr(results, "validate", refuse)
+    with pytest.raises(ResultError, match="refused by the test"):
+        metabench.run_benchmark("maml", benchmark="sinusoid-5shot", profile="smoke", train_episodes=4, output=tmp_path)
+    left = [p.name for p in (tmp_path / "maml").iterdir() if p.is_file()]
+    assert left == [], left
