@@ -37,7 +37,9 @@ Line-by-line check against the paper and two published re-implementations, trist
   weights one-hot on slot 0. Unknown, small (the first step's cosines only).
 * Usage decay: 0.99 here (reported.md); 0.95 in both re-implementations. Unknown.
 * Read addressing: on the memory after the write (here and tristandeleu); snowkylin addresses on the
-  memory before the write. Documented.
+  memory before the write (``address_before_write = true``). With the key as the write vector (eq. 8
+  here, a separate vector in both re-implementations), addressing after the write finds this step's
+  own key in the slot just written (cosine 1), which no re-implementation does. Unknown; an ablation.
 * Optimiser: the spec's Adam 1e-3, as tristandeleu's (no clipping); snowkylin: RMSprop 1e-3, momentum
   0.9, decay 0.95, gradients clipped to [-10, 10]. Issue 16 quotes RMSprop 1e-4 from the paper's text,
   which the spec's header says the paper does not state; ``--set optimizer=rmsprop --set momentum=0.9``
@@ -80,6 +82,9 @@ class MANNHyperparameters:
     #: false: every head writes to all ``n`` least-used slots (eq. 6 as written); true: head ``h`` to the
     #: ``h``-th least-used slot alone (tristandeleu/ntm-one-shot)
     least_used_per_head: bool = False
+    #: false: each head addresses the memory after this step's write (here and tristandeleu); true: it
+    #: addresses the memory as it was before the write and reads the written memory (snowkylin/ntm)
+    address_before_write: bool = False
     #: added to the controller's forget-gate bias at initialisation. 0 is PyTorch's LSTM; 1 is TensorFlow's
     #: ``BasicLSTMCell(forget_bias=1.0)``, which snowkylin/ntm's controller uses (a constant added at every
     #: step, the same as a learnable bias started at 1): the gate starts at sigmoid(1) = 0.73 rather than
@@ -125,12 +130,18 @@ def least_used_each(usage: Tensor, n: int) -> Tensor:
 
 
 def lrua_step(
-    state: MemoryState, keys: Tensor, gates: Tensor, gamma: float, per_head: bool = False
+    state: MemoryState,
+    keys: Tensor,
+    gates: Tensor,
+    gamma: float,
+    per_head: bool = False,
+    address_before_write: bool = False,
 ) -> tuple[Tensor, MemoryState]:
     """One write-then-read of LRUA memory with keys ``[B, H, W]`` and gate logits ``alpha`` ``[B, H]``.
 
     Returns the reads ``[B, H, W]`` and the new state; eqs. (2), (5)-(8) of the paper. ``per_head``
-    gives each head its own least-used slot (see the module notes).
+    gives each head its own least-used slot, ``address_before_write`` computes the read weights on the
+    memory before this step's write (see the module notes).
     """
     heads = keys.shape[1]
     if per_head:
@@ -142,7 +153,7 @@ def lrua_step(
     emptiest = F.one_hot(state.usage.argmin(dim=-1), state.usage.shape[-1]).to(state.memory.dtype)
     memory = state.memory * (1.0 - emptiest).unsqueeze(-1)
     memory = memory + write_weights.transpose(1, 2) @ keys
-    read_weights = cosine_read_weights(keys, memory)
+    read_weights = cosine_read_weights(keys, state.memory if address_before_write else memory)
     reads = read_weights @ memory
     usage = gamma * state.usage + read_weights.sum(1) + write_weights.sum(1)
     return reads, MemoryState(memory, usage, read_weights)
@@ -198,7 +209,9 @@ class MANN(Reproduction):
             hidden, cell = self.controller(torch.cat([x[:, t], previous[:, t], reads], dim=1), (hidden, cell))
             if h.memory:
                 keys = torch.tanh(self.keys(hidden)).view(batch, h.read_heads, h.memory_width)
-                read, state = lrua_step(state, keys, self.gates(hidden), h.gamma, h.least_used_per_head)
+                read, state = lrua_step(
+                    state, keys, self.gates(hidden), h.gamma, h.least_used_per_head, h.address_before_write
+                )
                 reads = read.flatten(1)
             outputs.append(self.output(torch.cat([hidden, reads], dim=1)))
         return torch.stack(outputs, dim=1)

@@ -230,3 +230,19 @@ def test_forget_bias_shifts_only_the_controllers_forget_gate_at_initialisation()
     forget = torch.sigmoid(gates[8:16])
     cell_in = torch.tanh(gates[16:24]) * torch.sigmoid(gates[:8])
     assert torch.allclose(c[0], forget + cell_in, atol=1e-6)
+
+
+def test_addressing_before_the_write_does_not_find_the_key_just_written() -> None:
+    """After the write, the slot just written holds this step's key, so addressing there finds it with
+    cosine 1; addressing the memory as it was before the write (snowkylin/ntm) weighs that slot as the
+    empty slot it was, and still reads the written memory."""
+    old = state([[1.0, 0.0], [0.0, 0.0]], usage=[0.5, 0.0])
+    key = torch.tensor([[[0.0, 1.0]]])
+    _, after = lrua_step(old, key, torch.tensor([[NEVER]]), gamma=0.99)
+    reads, before = lrua_step(old, key, torch.tensor([[NEVER]]), gamma=0.99, address_before_write=True)
+    # both wrote the key into the least-used slot 1
+    assert torch.equal(after.memory, before.memory) and torch.equal(before.memory[0, 1], key[0, 0])
+    e = math.e
+    assert torch.allclose(after.read_weights[0, 0], torch.tensor([1 / (1 + e), e / (1 + e)]))  # cos 0 and 1
+    assert torch.allclose(before.read_weights[0, 0], torch.tensor([0.5, 0.5]))  # cos 0 with slot 0, slot 1 empty
+    assert torch.allclose(reads[0, 0], 0.5 * before.memory[0, 0] + 0.5 * before.memory[0, 1])
