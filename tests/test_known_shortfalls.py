@@ -121,3 +121,15 @@ def test_every_acknowledged_shortfall_is_a_committed_result_that_falls_short(
     assert method["known"].all(), method["reason"].tolist()
     page = REPO / known.finding.split("#")[0]
     assert page.is_file(), f"{known.finding}: no such page"
+
+
+def test_a_vector_result_is_acknowledged_as_one_file() -> None:
+    """MANN's instances are rows of one file: the acknowledgement holds while any of them falls short,
+    and a component that reproduces passes as it would anyway."""
+    short = _paper_row("below", known="docs/papers/p.md#why")
+    fine = _paper_row("reproduced", known="docs/papers/p.md#why")
+    short["component"], fine["component"] = "1st", "2nd"
+    checked = _check(short, fine)
+    assert checked["passed"].all()
+    assert checked["known"].tolist() == [True, False]
+    assert check_output.status(checked.iloc[1]) == "pass"
