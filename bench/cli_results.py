@@ -185,21 +185,15 @@ def _print_check(outcome: pd.DataFrame) -> bool:
 
     cli.out.print(comparing.check_table(outcome))
     known = outcome[outcome["known"]]
-    for row in known.itertuples():
-        part = f" ({component_label(row.component)})" if row.component else ""
-        cli.err.print(
-            f"[yellow]known[/] {row.paper} {row.benchmark}{part} ({row.profile}): {row.reason}",
-            highlight=False,
-            soft_wrap=True,
-        )
     untested = outcome[outcome["passed"] & ~outcome["tested"] & ~outcome["known"]]
-    for row in untested.itertuples():
-        part = f" ({component_label(row.component)})" if row.component else ""
-        cli.err.print(
-            f"[yellow]untested[/] {row.paper} {row.benchmark}{part} ({row.profile}): {row.reason}",
-            highlight=False,
-            soft_wrap=True,
-        )
+    for mark, rows in (("known", known), ("untested", untested)):
+        for row in rows.itertuples():
+            part = f" ({component_label(row.component)})" if row.component else ""
+            cli.err.print(
+                f"[yellow]{mark}[/] {row.paper} {row.benchmark}{part} ({row.profile}): {row.reason}",
+                highlight=False,
+                soft_wrap=True,
+            )
     failures = outcome[~outcome["passed"]]
     if failures.empty:
         checks = f" ({len(outcome)} checks: components and competitors are checked one by one)"
