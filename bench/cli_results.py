@@ -181,19 +181,12 @@ def _print_check(outcome: pd.DataFrame) -> bool:
     returns whether every row passed. Apart from ``check`` so that choosing and judging the results reads
     apart from how the verdicts are worded on the terminal."""
     from metabench import compare as comparing
-    from metabench.spec import component_label
 
     cli.out.print(comparing.check_table(outcome))
     known = outcome[outcome["known"]]
     untested = outcome[outcome["passed"] & ~outcome["tested"] & ~outcome["known"]]
-    for mark, rows in (("known", known), ("untested", untested)):
-        for row in rows.itertuples():
-            part = f" ({component_label(row.component)})" if row.component else ""
-            cli.err.print(
-                f"[yellow]{mark}[/] {row.paper} {row.benchmark}{part} ({row.profile}): {row.reason}",
-                highlight=False,
-                soft_wrap=True,
-            )
+    _print_rows("[yellow]known[/]", known)
+    _print_rows("[yellow]untested[/]", untested)
     failures = outcome[~outcome["passed"]]
     if failures.empty:
         checks = f" ({len(outcome)} checks: components and competitors are checked one by one)"
@@ -215,11 +208,16 @@ def _print_check(outcome: pd.DataFrame) -> bool:
                 "each named in its spec's known_shortfalls with the page that diagnoses it (docs/verdicts.md)"
             )
         return True
-    for row in failures.itertuples():
+    _print_rows("[red]FAIL[/]", failures)
+    return False
+
+
+def _print_rows(mark: str, rows: pd.DataFrame) -> None:
+    """One line per checked row on stderr: the mark, which result (and component), and why."""
+    from metabench.spec import component_label
+
+    for row in rows.itertuples():
         part = f" ({component_label(row.component)})" if row.component else ""
         cli.err.print(
-            f"[red]FAIL[/] {row.paper} {row.benchmark}{part} ({row.profile}): {row.reason}",
-            highlight=False,
-            soft_wrap=True,
+            f"{mark} {row.paper} {row.benchmark}{part} ({row.profile}): {row.reason}", highlight=False, soft_wrap=True
         )
-    return False
