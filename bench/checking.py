@@ -95,9 +95,11 @@ def _check_row(row: pd.Series) -> tuple[bool, str]:
 def _stale_acknowledgements(frame: pd.DataFrame) -> set[str]:
     """Result files the spec names as known shortfalls of which no row falls short any more (a vector
     result is one file: it is acknowledged while any of its components falls short)."""
+    if "path" not in frame or "known_shortfall" not in frame:
+        return set()  # a frame not built by compare (hand-made rows) acknowledges nothing
     named = frame[
         (frame["profile"] == "paper")
-        & frame.get("known_shortfall", pd.Series("", index=frame.index)).fillna("").astype(bool)
+        & frame["known_shortfall"].fillna("").astype(bool)
         & (frame.get("role", pd.Series("", index=frame.index)).fillna("") != "competitor")
     ]
     stale = set()

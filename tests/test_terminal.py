@@ -155,11 +155,12 @@ def test_check_as_json_and_junit(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     frame = compare.load_frame([COMMITTED])
     assert report["checks"] == len(frame) and report["passed"] is True
-    assert {r["status"] for r in report["rows"]} <= {"pass", "untested"}
+    assert {r["status"] for r in report["rows"]} <= {"pass", "untested", "known"}
+    assert report["known"] == sum(r["status"] == "known" for r in report["rows"]) > 0
     suites = ET.parse(junit).getroot()
     cases = suites.findall("./testsuite/testcase")
     assert len(cases) == len(frame) == int(suites.get("tests"))
-    assert int(suites.get("skipped")) == report["untested"] and suites.get("failures") == "0"
+    assert int(suites.get("skipped")) == report["untested"] + report["known"] and suites.get("failures") == "0"
 
 
 def test_check_junit_records_a_failure(tmp_path: Path) -> None:
