@@ -113,7 +113,7 @@ def test_columns_chooses_explicitly(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_run_prints_the_result_path_whole_on_its_own_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    source = sorted((COMMITTED / "protonet").glob("omniglot-5w1s__*.json"))[0]
+    source = sorted((COMMITTED / "protonet").glob("omniglot-5w1s__quick__*.json"))[0]
     deep = tmp_path / ("a-very-long-folder-name-" * 4) / "protonet" / source.name
     buffer = _terminal(monkeypatch, 60)
     printout.print_outcome(Result.read(source), deep, cli.out)
@@ -164,7 +164,7 @@ def test_check_as_json_and_junit(tmp_path: Path) -> None:
 
 
 def test_check_junit_records_a_failure(tmp_path: Path) -> None:
-    source = sorted((COMMITTED / "protonet").glob("omniglot-5w1s__*.json"))[0]
+    source = sorted((COMMITTED / "protonet").glob("omniglot-5w1s__quick__*.json"))[0]
     folder = tmp_path / "results" / "protonet"
     folder.mkdir(parents=True)
     data = json.loads(source.read_text(encoding="utf-8"))

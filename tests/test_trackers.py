@@ -15,7 +15,7 @@ from metabench.errors import MetabenchError
 from tests.test_imagefolder import make_folder
 
 REPO = Path(__file__).resolve().parents[1]
-RESULT = sorted((REPO / "results" / "protonet").glob("omniglot-5w1s__*.json"))[0]
+RESULT = sorted((REPO / "results" / "protonet").glob("omniglot-5w1s__quick__*.json"))[0]
 runner = CliRunner()
 
 
