@@ -16,6 +16,7 @@ import pandas as pd
 from rich.table import Table
 
 from metabench import floors
+from metabench.check_output import status
 from metabench.spec import component_label
 from metabench.stats import is_worse
 
@@ -62,10 +63,7 @@ def _check_row(row: pd.Series) -> tuple[bool, str]:
         return True, f"experiment (--set {row['experiment']}): not the paper's profile, held to nothing"
     if row["profile"] == "paper":
         shortfall, why = _paper_shortfall(row)
-        known = str(row.get("known_shortfall", "") or "")
-        if known and shortfall:
-            return True, f"known shortfall: {why}; diagnosed in {known}"
-        return not shortfall, why  # an acknowledged file with no shortfall at all fails in check()
+        return not shortfall, why  # check() passes it as known when its spec names the file
     if row["profile"] == "quick":
         floor = row["floor"]
         if floor is None or pd.isna(floor):
@@ -92,48 +90,54 @@ def _check_row(row: pd.Series) -> tuple[bool, str]:
     return True, f"{row['mean']:.2f} >= chance + {row['min_above_chance']:g}"
 
 
-def _stale_acknowledgements(frame: pd.DataFrame) -> set[str]:
-    """Result files the spec names as known shortfalls of which no row falls short any more (a vector
-    result is one file: it is acknowledged while any of its components falls short)."""
-    if "path" not in frame or "known_shortfall" not in frame:
-        return set()  # a frame not built by compare (hand-made rows) acknowledges nothing
-    named = frame[
-        (frame["profile"] == "paper")
-        & frame["known_shortfall"].fillna("").astype(bool)
-        & (frame.get("role", pd.Series("", index=frame.index)).fillna("") != "competitor")
-    ]
-    stale = set()
-    for path, rows in named.groupby("path"):
-        if not any(_paper_shortfall(row)[0] for _, row in rows.iterrows()):
-            stale.add(str(path))
-    return stale
+def _acknowledgement(row: pd.Series) -> str:
+    """The page a paper row's spec names as diagnosing its file's shortfall, or ``""``: never for a row
+    whose stored numbers are inconsistent (that failure stands) or for a claim's competitor rows."""
+    if row.get("integrity", "") or row.get("role", "") == "competitor":
+        return ""
+    return str(row.get("known_shortfall", "") or "")
 
 
 def check(frame: pd.DataFrame) -> pd.DataFrame:
-    """Pass or fail per result, with the reason and, for failures, by how much."""
+    """Pass or fail per result, with the reason and, for failures, by how much.
+
+    A paper row that fails only because it falls short passes as ``known`` when its spec names its file
+    (compare fills ``known_shortfall`` from the registry). A named file none of whose rows falls short any
+    more (a vector result is one file) fails instead: the acknowledgement has outlived its reason.
+    """
     checked = frame.copy()
-    stale = _stale_acknowledgements(frame) if not frame.empty else set()
-    outcomes = [
-        (
-            False,
-            f"the spec names this result a known shortfall ({row['known_shortfall']}) but nothing in it falls "
-            "short: remove it from the benchmark's known_shortfalls",
-        )
-        if str(row.get("path", "")) in stale and not row.get("integrity", "")
-        else _check_row(row)
-        for _, row in frame.iterrows()
-    ]
+    outcomes = [_check_row(row) for _, row in frame.iterrows()]
+    findings = [_acknowledgement(row) for _, row in frame.iterrows()]
+    known = [bool(finding) and not ok for finding, (ok, _) in zip(findings, outcomes, strict=True)]
+    paths = [str(row.get("path", "")) for _, row in frame.iterrows()]
+    named = {path for path, finding in zip(paths, findings, strict=True) if finding}
+    stale = named - {path for path, is_known in zip(paths, known, strict=True) if is_known}
+    for index, (finding, is_known, path) in enumerate(zip(findings, known, paths, strict=True)):
+        if is_known:
+            outcomes[index] = (True, f"known shortfall: {outcomes[index][1]}; diagnosed in {finding}")
+        elif finding and path in stale:
+            outcomes[index] = (
+                False,
+                f"the spec names this result a known shortfall ({finding}) but nothing in it falls short: "
+                "remove it from the benchmark's known_shortfalls",
+            )
     checked["passed"] = [ok for ok, _ in outcomes]
     checked["reason"] = [reason for _, reason in outcomes]
-    checked["known"] = [
-        bool(ok and reason.startswith("known shortfall"))
-        for ok, reason in zip(checked["passed"], checked["reason"], strict=True)
-    ]
+    checked["known"] = known
     checked["tested"] = [
-        not untested_floor(row) and not row.get("experiment", "") and not known
-        for known, (_, row) in zip(checked["known"], frame.iterrows(), strict=True)
+        not untested_floor(row) and not row.get("experiment", "") and not is_known
+        for is_known, (_, row) in zip(known, frame.iterrows(), strict=True)
     ]
     return checked
+
+
+#: how the terminal table shows each of :func:`metabench.check_output.status`'s outcomes
+_MARKS = {
+    "fail": "[red]FAIL[/]",
+    "known": "[yellow]known[/]",
+    "pass": "[green]pass[/]",
+    "untested": "[yellow]untested[/]",
+}
 
 
 def check_table(checked: pd.DataFrame) -> Table:
@@ -141,15 +145,7 @@ def check_table(checked: pd.DataFrame) -> Table:
     for column in ("paper", "benchmark", "profile", "result", "reason"):
         table.add_column(column)
     for row in checked.itertuples():
-        mark = (
-            "[red]FAIL[/]"
-            if not row.passed
-            else "[yellow]known[/]"
-            if getattr(row, "known", False)
-            else "[green]pass[/]"
-            if row.tested
-            else "[yellow]untested[/]"
-        )
+        mark = _MARKS[status(row._asdict())]
         name = (
             f"{row.benchmark} (vs {row.component})"
             if getattr(row, "role", "") == "competitor"
