@@ -52,8 +52,10 @@ Line-by-line check against the paper and two published re-implementations, trist
   ``BasicLSTMCell``, whose ``forget_bias = 1.0`` is added at every step; tristandeleu's Theano LSTM has
   no such term. ``forget_bias = 1`` gives snowkylin's for the ablation. Unknown (the paper is silent).
 * Budget: snowkylin's table (100,000 episodes, batch 16) has the LSTM baseline at 0.59 and MANN at 0.89
-  on the 2nd instance. Here the LSTM baseline, which shares everything but the memory, is also still at
-  chance after 48,000 episodes, so the plateau sits on the shared path (optimiser, budget), not in LRUA.
+  on the 2nd instance. Here both sit on a plateau near chance until about 64,000 episodes (budget, on the
+  shared path); at 100,000 the LSTM is near its row (47.0 on the 2nd instance) and MANN no better than it
+  (46.5), at 200,000 MANN reaches 65.6. Neither ``forget_bias``, RMSprop nor ``address_before_write``
+  moved that (docs/papers/mann.md, "At the paper's budget").
 """
 
 from __future__ import annotations

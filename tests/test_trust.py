@@ -21,7 +21,7 @@ from metabench.result_schema import Result
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 SCALAR = sorted((REPO / "results" / "protonet").glob("omniglot-5w1s__quick__*.json"))[0]
-VECTOR = sorted((REPO / "results" / "mann").glob("omniglot-5class__*.json"))[0]
+VECTOR = sorted((REPO / "results" / "mann").glob("omniglot-5class__quick__*.json"))[0]
 CLAIM = sorted((REPO / "results" / "learned-optimizer").glob("quadratic-10d__*.json"))[0]
 
 
