@@ -94,6 +94,13 @@ class DataFormat(StrEnum):
     json = "json"
 
 
+class CurveAxis(StrEnum):
+    """compare --plot's x-axis (:data:`metabench.compare_runs.CURVE_AXES`)."""
+
+    time = "time"
+    examples = "examples"
+
+
 DataDir = Annotated[
     Path | None,
     typer.Option(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from metabench import cli
-from metabench.cli import DataFormat, Format, PaperFilter, ProfileName, ResultPaths
+from metabench.cli import CurveAxis, DataFormat, Format, PaperFilter, ProfileName, ResultPaths
 from metabench.errors import MetabenchError
 
 if TYPE_CHECKING:
@@ -32,6 +32,13 @@ def compare(
     plot: Annotated[
         Path | None, typer.Option(help="Also write a PNG of validation accuracy against training time.")
     ] = None,
+    plot_against: Annotated[
+        CurveAxis,
+        typer.Option(
+            help="The --plot's x-axis: training time, or training examples seen (to compare runs and methods "
+            "at equal budgets)."
+        ),
+    ] = CurveAxis.time,
     ladder: Annotated[
         Path | None,
         typer.Option(
@@ -78,7 +85,7 @@ def compare(
         if not chosen:
             raise MetabenchError("--columns names no column", "e.g. --columns paper,benchmark,verdict")
     if plot is not None:
-        cli.err.print(f"wrote {comparing.plot_curves(frame, plot)}")
+        cli.err.print(f"wrote {comparing.plot_curves(frame, plot, plot_against.value)}")
     if ladder is not None:
         from metabench.ladder import plot_ladder
 

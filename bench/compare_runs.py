@@ -51,17 +51,49 @@ def paired_report(first: Path, second: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
-    """Validation accuracy (or the benchmark's metric) against training time, one panel per benchmark, the
-    paper's number dashed.
+#: what a curve's x-axis can be: the training time, or the training examples processed so far (the
+#: budget's numerator), which puts methods with different episode shapes on one scale
+CURVE_AXES = {"time": "training time (s)", "examples": "training examples seen"}
 
-    Time rather than steps on the x-axis, because time-to-accuracy is what a researcher budgets for.
+
+def curve_points(data: dict[str, Any], against: str = "time") -> list[tuple[float, float]]:
+    """A result's validation curve as (x, metric) points, x as :data:`CURVE_AXES` names it.
+
+    Examples at a point are the run's recorded budget scaled by the share of its steps done there (every
+    step processes the same number of examples); a result too old to record its budget has no such curve.
+    """
+    if against not in CURVE_AXES:
+        raise MetabenchError(f"unknown curve axis {against!r}", f"use one of: {', '.join(CURVE_AXES)}")
+    key = f"val_{data['protocol']['metric']}"
+    points = [p for p in data["curve"] if key in p]
+    if against == "time":
+        return [(float(p["seconds"]), float(p[key])) for p in points]
+    examples = (data.get("budget") or {}).get("examples")
+    steps = (data.get("timing") or {}).get("train_steps")
+    if not examples or not steps:
+        return []
+    return [(examples * p["step"] / steps, float(p[key])) for p in points]
+
+
+def _curve_label(row: pd.Series) -> str:
+    changes = f", --set {row['experiment']}" if row.get("experiment", "") else ""
+    return f"{row['profile']} seed {row['seed']} ({row['device']}{changes})"
+
+
+def plot_curves(frame: pd.DataFrame, output: Path, against: str = "time") -> Path:
+    """Validation accuracy (or the benchmark's metric) against training time or training examples, one
+    panel per benchmark, the paper's number dashed.
+
+    Time by default, because time-to-accuracy is what a researcher budgets for; examples to compare runs
+    (or methods) at equal budgets, whatever their episode shapes and machines.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if against not in CURVE_AXES:
+        raise MetabenchError(f"unknown curve axis {against!r}", f"use one of: {', '.join(CURVE_AXES)}")
     benchmarks = sorted({(p, b) for p, b in zip(frame["paper"], frame["benchmark"], strict=True)})
     if not benchmarks:
         raise MetabenchError("no results to plot", "run a benchmark first, or point compare at a results folder")
@@ -72,21 +104,14 @@ def plot_curves(frame: pd.DataFrame, output: Path) -> Path:
         for _, row in rows.iterrows():
             data = results.read(Path(row["path"]))
             metric = data["protocol"]["metric"]  # accuracy, or a regression metric (mse, log-likelihood)
-            key = f"val_{metric}"
-            points = [(p["seconds"], p[key]) for p in data["curve"] if key in p]
+            points = curve_points(data, against)
             if points:
-                seconds, accuracy = zip(*points, strict=True)
-                axis.plot(
-                    seconds,
-                    accuracy,
-                    marker="o",
-                    markersize=3,
-                    label=f"{row['profile']} seed {row['seed']} ({row['device']})",
-                )
+                xs, ys = zip(*points, strict=True)
+                axis.plot(xs, ys, marker="o", markersize=3, label=_curve_label(row))
         if not rows["component"].iloc[0] and not math.isnan(rows["reported"].iloc[0]):
             axis.axhline(rows["reported"].iloc[0], color="black", linestyle="--", linewidth=1, label="paper")
         axis.set_title(f"{paper_key} {bench_id}", fontsize=10)
-        axis.set_xlabel("training time (s)")
+        axis.set_xlabel(CURVE_AXES[against])
         axis.set_ylabel(f"validation {axis_label(metric)}")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)

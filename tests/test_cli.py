@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 import metabench
 from metabench.cli import app
+from metabench.errors import MetabenchError
 from metabench.registry_loader import get_spec
 
 runner = CliRunner()
@@ -239,3 +240,32 @@ def test_data_verify_and_info_on_the_real_archives(data_dir: Path, tmp_path: Pat
     assert verified.exit_code == 0 and verified.output.count("ok") == 2
     info = invoke("data", "info")
     assert info.exit_code == 0 and "brendenlake/omniglot" in info.output
+
+
+@pytest.mark.data
+def test_compare_plots_curves_against_training_examples(smoke_results: Path, tmp_path: Path) -> None:
+    target = tmp_path / "by-examples.png"
+    result = invoke("compare", str(smoke_results), "--plot", str(target), "--plot-against", "examples")
+    assert result.exit_code == 0, result.output
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_curve_points_scale_the_recorded_budget_by_the_steps_done() -> None:
+    from metabench.compare_runs import curve_points
+
+    data = {
+        "protocol": {"metric": "accuracy"},
+        "budget": {"examples": 648000, "paper_examples": 7200000, "share": 0.09},
+        "timing": {"train_steps": 1800},
+        "curve": [
+            {"step": 450, "seconds": 10.0, "val_accuracy": 90.0},
+            {"step": 1800, "seconds": 40.0, "val_accuracy": 97.0},
+            {"step": 1800, "seconds": 41.0, "train_loss": 0.1},  # no validation here: not a point
+        ],
+    }
+    # 1,800 steps of 360 images each: a quarter of the steps is a quarter of the 648,000 examples
+    assert curve_points(data, "examples") == [(162000.0, 90.0), (648000.0, 97.0)]
+    assert curve_points(data, "time") == [(10.0, 90.0), (40.0, 97.0)]
+    assert curve_points({**data, "budget": None}, "examples") == [], "no recorded budget, no examples axis"
+    with pytest.raises(MetabenchError, match="unknown curve axis"):
+        curve_points(data, "epochs")
