@@ -68,11 +68,26 @@ def curve_points(data: dict[str, Any], against: str = "time") -> list[tuple[floa
     points = [p for p in data["curve"] if key in p]
     if against == "time":
         return [(float(p["seconds"]), float(p[key])) for p in points]
-    examples = (data.get("budget") or {}).get("examples")
+    examples = (data.get("budget") or {}).get("examples") or _examples_from_settings(data)
     steps = (data.get("timing") or {}).get("train_steps")
     if not examples or not steps:
         return []
     return [(examples * p["step"] / steps, float(p[key])) for p in points]
+
+
+def _examples_from_settings(data: dict[str, Any]) -> int | None:
+    """Training examples of a result older than recorded budgets (schema 4), from its stored
+    hyperparameters and its benchmark as the registry has it now; None when that cannot be said."""
+    from metabench.budget import BUDGET_FIELDS, examples_of
+    from metabench.registry_loader import get_spec
+
+    stored = data.get("hyperparameters") or {}
+    if not all(isinstance(stored.get(key), int) for key in BUDGET_FIELDS):
+        return None
+    try:
+        return examples_of(get_spec(data["paper"]).benchmark(data["benchmark"]), stored)
+    except (MetabenchError, KeyError, ValueError):
+        return None
 
 
 def _curve_label(row: pd.Series) -> str:

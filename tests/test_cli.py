@@ -266,6 +266,20 @@ def test_curve_points_scale_the_recorded_budget_by_the_steps_done() -> None:
     # 1,800 steps of 360 images each: a quarter of the steps is a quarter of the 648,000 examples
     assert curve_points(data, "examples") == [(162000.0, 90.0), (648000.0, 97.0)]
     assert curve_points(data, "time") == [(10.0, 90.0), (40.0, 97.0)]
-    assert curve_points({**data, "budget": None}, "examples") == [], "no recorded budget, no examples axis"
+    assert curve_points({**data, "budget": None}, "examples") == [], "no budget and no settings to derive it"
+    older = {  # before schema 4 recorded the budget: derived from the stored settings and the registry
+        **data,
+        "budget": None,
+        "paper": "protonet",
+        "benchmark": "omniglot-5w1s",
+        "hyperparameters": {
+            "train_episodes": 1800,
+            "meta_batch": 1,
+            "train_ways": 60,
+            "train_shots": 1,
+            "train_queries": 5,
+        },
+    }
+    assert curve_points(older, "examples") == curve_points(data, "examples")
     with pytest.raises(MetabenchError, match="unknown curve axis"):
         curve_points(data, "epochs")
