@@ -91,8 +91,18 @@ def _examples_from_settings(data: dict[str, Any]) -> int | None:
 
 
 def _curve_label(row: pd.Series) -> str:
-    changes = f", --set {row['experiment']}" if row.get("experiment", "") else ""
-    return f"{row['profile']} seed {row['seed']} ({row['device']}{changes})"
+    """``quick seed 0 (cpu, budget 2.6%, experiment)``: short enough for a legend; compare's table names
+    an experiment's full ``--set``."""
+    from metabench.compare_table import budget_cell
+
+    share = row.get("budget", math.nan)
+    extra = "" if share is None or pd.isna(share) else f", {budget_cell(float(share))}"
+    extra += ", experiment" if row.get("experiment", "") else ""
+    return f"{row['profile']} seed {row['seed']} ({row['device']}{extra})"
+
+
+def _millions(value: float, _position: int) -> str:
+    return f"{value / 1e6:g}M"
 
 
 def plot_curves(frame: pd.DataFrame, output: Path, against: str = "time") -> Path:
@@ -106,13 +116,16 @@ def plot_curves(frame: pd.DataFrame, output: Path, against: str = "time") -> Pat
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     if against not in CURVE_AXES:
         raise MetabenchError(f"unknown curve axis {against!r}", f"use one of: {', '.join(CURVE_AXES)}")
     benchmarks = sorted({(p, b) for p, b in zip(frame["paper"], frame["benchmark"], strict=True)})
     if not benchmarks:
         raise MetabenchError("no results to plot", "run a benchmark first, or point compare at a results folder")
-    figure, axes = plt.subplots(1, len(benchmarks), figsize=(4.2 * len(benchmarks), 3.4), squeeze=False)
+    figure, axes = plt.subplots(
+        1, len(benchmarks), figsize=(4.2 * len(benchmarks), 3.4), squeeze=False, sharex=against == "examples"
+    )
     for axis, (paper_key, bench_id) in zip(axes[0], benchmarks, strict=True):
         rows = frame[(frame["paper"] == paper_key) & (frame["benchmark"] == bench_id)].drop_duplicates("path")
         metric = "accuracy"
@@ -127,6 +140,8 @@ def plot_curves(frame: pd.DataFrame, output: Path, against: str = "time") -> Pat
             axis.axhline(rows["reported"].iloc[0], color="black", linestyle="--", linewidth=1, label="paper")
         axis.set_title(f"{paper_key} {bench_id}", fontsize=10)
         axis.set_xlabel(CURVE_AXES[against])
+        if against == "examples":
+            axis.xaxis.set_major_formatter(FuncFormatter(_millions))
         axis.set_ylabel(f"validation {axis_label(metric)}")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
