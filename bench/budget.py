@@ -68,3 +68,19 @@ def examples_of(bench: Benchmark, settings: Profile | Mapping[str, Any]) -> int:
 def budget_of(bench: Benchmark, settings: Profile | Mapping[str, Any]) -> Budget:
     """The budget of a run of ``bench`` under ``settings`` against the benchmark's ``paper`` profile."""
     return Budget(examples_of(bench, settings), examples_of(bench, bench.profile("paper")))
+
+
+def stored_budget(paper: str, benchmark: str, stored: Mapping[str, Any]) -> Budget | None:
+    """The budget of a result older than recorded budgets (schema 4), from its stored hyperparameters and
+    its benchmark as the registry has it now; None for a result too old or too damaged to say, or whose
+    paper or benchmark the registry no longer has."""
+    from metabench.errors import UnknownNameError
+    from metabench.registry_loader import get_spec
+
+    counts = [stored.get(key) for key in BUDGET_FIELDS]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+        return None
+    try:
+        return budget_of(get_spec(paper).benchmark(benchmark), stored)
+    except (UnknownNameError, KeyError, ValueError, ZeroDivisionError):
+        return None

@@ -165,17 +165,9 @@ def _with_current_targets(frame: pd.DataFrame) -> pd.DataFrame:
 def _budget_share(result: Result) -> float:
     """The result's budget share: recorded since schema 4, else computed from its stored hyperparameters
     (from the result already read: the file is not read again)."""
-    from metabench.budget import BUDGET_FIELDS, budget_of
-    from metabench.errors import UnknownNameError
-    from metabench.registry_loader import get_spec
+    from metabench.budget import stored_budget
 
     if result.budget:
         return float(result.budget.get("share", math.nan))
-    stored = result.hyperparameters
-    counts = [stored.get(key) for key in BUDGET_FIELDS]
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
-        return math.nan  # a result too old or too damaged to say; its row shows "—"
-    try:
-        return budget_of(get_spec(result.paper).benchmark(result.benchmark), stored).share
-    except (UnknownNameError, KeyError, ValueError, ZeroDivisionError):
-        return math.nan
+    budget = stored_budget(result.paper, result.benchmark, result.hyperparameters)
+    return math.nan if budget is None else budget.share  # a result too old or damaged to say shows "—"

@@ -56,38 +56,34 @@ def paired_report(first: Path, second: Path) -> str:
 CURVE_AXES = {"time": "training time (s)", "examples": "training examples seen"}
 
 
+def _axis_label(against: str) -> str:
+    """The x-axis label of ``against``, or a clear error for an axis :data:`CURVE_AXES` does not name."""
+    if against not in CURVE_AXES:
+        raise MetabenchError(f"unknown curve axis {against!r}", f"use one of: {', '.join(CURVE_AXES)}")
+    return CURVE_AXES[against]
+
+
 def curve_points(data: dict[str, Any], against: str = "time") -> list[tuple[float, float]]:
     """A result's validation curve as (x, metric) points, x as :data:`CURVE_AXES` names it.
 
     Examples at a point are the run's recorded budget scaled by the share of its steps done there (every
     step processes the same number of examples); a result too old to record its budget has no such curve.
     """
-    if against not in CURVE_AXES:
-        raise MetabenchError(f"unknown curve axis {against!r}", f"use one of: {', '.join(CURVE_AXES)}")
+    from metabench.budget import stored_budget
+
+    _axis_label(against)
     key = f"val_{data['protocol']['metric']}"
     points = [p for p in data["curve"] if key in p]
     if against == "time":
         return [(float(p["seconds"]), float(p[key])) for p in points]
-    examples = (data.get("budget") or {}).get("examples") or _examples_from_settings(data)
+    examples = (data.get("budget") or {}).get("examples")
+    if not examples:
+        derived = stored_budget(data.get("paper", ""), data.get("benchmark", ""), data.get("hyperparameters") or {})
+        examples = derived.examples if derived else None
     steps = (data.get("timing") or {}).get("train_steps")
     if not examples or not steps:
         return []
     return [(examples * p["step"] / steps, float(p[key])) for p in points]
-
-
-def _examples_from_settings(data: dict[str, Any]) -> int | None:
-    """Training examples of a result older than recorded budgets (schema 4), from its stored
-    hyperparameters and its benchmark as the registry has it now; None when that cannot be said."""
-    from metabench.budget import BUDGET_FIELDS, examples_of
-    from metabench.registry_loader import get_spec
-
-    stored = data.get("hyperparameters") or {}
-    if not all(isinstance(stored.get(key), int) for key in BUDGET_FIELDS):
-        return None
-    try:
-        return examples_of(get_spec(data["paper"]).benchmark(data["benchmark"]), stored)
-    except (MetabenchError, KeyError, ValueError):
-        return None
 
 
 def _curve_label(row: pd.Series) -> str:
@@ -118,8 +114,7 @@ def plot_curves(frame: pd.DataFrame, output: Path, against: str = "time") -> Pat
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
 
-    if against not in CURVE_AXES:
-        raise MetabenchError(f"unknown curve axis {against!r}", f"use one of: {', '.join(CURVE_AXES)}")
+    x_label = _axis_label(against)  # before any figure is made
     benchmarks = sorted({(p, b) for p, b in zip(frame["paper"], frame["benchmark"], strict=True)})
     if not benchmarks:
         raise MetabenchError("no results to plot", "run a benchmark first, or point compare at a results folder")
@@ -139,7 +134,7 @@ def plot_curves(frame: pd.DataFrame, output: Path, against: str = "time") -> Pat
         if not rows["component"].iloc[0] and not math.isnan(rows["reported"].iloc[0]):
             axis.axhline(rows["reported"].iloc[0], color="black", linestyle="--", linewidth=1, label="paper")
         axis.set_title(f"{paper_key} {bench_id}", fontsize=10)
-        axis.set_xlabel(CURVE_AXES[against])
+        axis.set_xlabel(x_label)
         if against == "examples":
             axis.xaxis.set_major_formatter(FuncFormatter(_millions))
         axis.set_ylabel(f"validation {axis_label(metric)}")

@@ -283,3 +283,10 @@ def test_curve_points_scale_the_recorded_budget_by_the_steps_done() -> None:
     assert curve_points(older, "examples") == curve_points(data, "examples")
     with pytest.raises(MetabenchError, match="unknown curve axis"):
         curve_points(data, "epochs")
+
+
+def test_the_cli_offers_every_curve_axis_and_no_other() -> None:
+    from metabench.cli import CurveAxis
+    from metabench.compare_runs import CURVE_AXES
+
+    assert {axis.value for axis in CurveAxis} == set(CURVE_AXES)
